@@ -1,0 +1,1 @@
+//! wgadm-core

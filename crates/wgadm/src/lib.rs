@@ -1,0 +1,5 @@
+//! wgadm: the shell around `wgadm-core`. Everything that touches the outside world lives here:
+//! the state directory, Ansible Vault files, QR images, the live WireGuard device, the firewall.
+
+pub mod qr;
+pub mod vault;

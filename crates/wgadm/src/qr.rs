@@ -1,0 +1,1 @@
+//! QR codes of client configs. To be written.

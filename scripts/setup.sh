@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything wgadm's demo and tests need on a fresh Debian machine.
+# Idempotent: a second run installs nothing and takes seconds.
+set -euo pipefail
+
+apt_packages=(wireguard-tools wireguard-go nftables iproute2 iputils-ping iperf3 zbar-tools procps)
+pip_packages=(ansible-core)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v ansible-vault >/dev/null 2>&1; then
+  echo "setup: installing ${pip_packages[*]}" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "${pip_packages[@]}"
+fi
