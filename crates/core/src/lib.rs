@@ -1,1 +1,25 @@
-//! wgadm-core
+//! The pure core of wgadm: the model of a WireGuard server and its peers, validation, address
+//! allocation, the plan that brings a live device to the desired state, and the renderers of
+//! wg-quick configs.
+//!
+//! Nothing here does I/O. Time, randomness and the observed device arrive as arguments, so every
+//! rule is tested with plain unit and property tests, without root.
+
+pub mod check;
+pub mod conf;
+pub mod date;
+pub mod device;
+pub mod ipam;
+pub mod key;
+pub mod model;
+pub mod name;
+pub mod plan;
+pub mod render;
+#[cfg(test)]
+mod testing;
+
+pub use check::{check, Problem};
+pub use date::Date;
+pub use key::{Key, KeyError, Secret};
+pub use model::{Peer, Server, State};
+pub use name::{InterfaceName, PeerName};

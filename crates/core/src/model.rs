@@ -1,0 +1,192 @@
+//! The desired state: what `server.yml` and `peers/NAME.yml` say. Secrets are not part of it;
+//! the shell reads them from key files only when a command needs them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::{Date, InterfaceName, Key, PeerName};
+
+/// The default client keepalive in seconds (FR-008): short enough for most NAT timeouts.
+pub const DEFAULT_KEEPALIVE: u16 = 25;
+
+/// `server.yml`: the interface and the policy defaults for peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The WireGuard interface, e.g. `wg0`.
+    pub interface: InterfaceName,
+    /// The VPN subnet peers get their addresses from.
+    pub subnet: Ipv4Net,
+    /// The server's own address in the subnet.
+    pub address: Ipv4Addr,
+    /// The UDP port WireGuard listens on.
+    pub listen_port: u16,
+    /// `HOST:PORT` that clients connect to.
+    pub endpoint: String,
+    /// The server's public key (its private key is in `server.key`).
+    pub public_key: Key,
+    /// What a peer may reach unless its own file says otherwise.
+    pub access: Vec<Ipv4Net>,
+    /// Never reachable from the VPN, whatever an access list says.
+    #[serde(default)]
+    pub deny: Vec<Ipv4Net>,
+    /// DNS servers written into client configs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
+    /// The keepalive new peers get.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u16,
+}
+
+fn default_keepalive() -> u16 {
+    DEFAULT_KEEPALIVE
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `peers/NAME.yml`: one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The peer's VPN address; on the server its AllowedIPs is this address as a /32.
+    pub address: Ipv4Addr,
+    /// The peer's public key.
+    pub public_key: Key,
+    /// What the peer may reach; absent means the server's default access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<Ipv4Net>>,
+    /// PersistentKeepalive in the client config, seconds; 0 turns it off.
+    pub keepalive: u16,
+    /// A disabled peer stays in the state but not on the device.
+    pub enabled: bool,
+    /// From this date on (UTC) the peer is left off the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Date>,
+    /// Whether `peers/NAME.psk` holds a preshared key for this peer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub preshared_key: bool,
+}
+
+/// The whole desired state: the server and its peers, ordered by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// `server.yml`.
+    pub server: Server,
+    /// `peers/*.yml`, by name.
+    pub peers: BTreeMap<PeerName, Peer>,
+}
+
+impl State {
+    /// The access list in force for a peer: its own, or the server's default.
+    pub fn access_of<'a>(&'a self, peer: &'a Peer) -> &'a [Ipv4Net] {
+        peer.access.as_deref().unwrap_or(&self.server.access)
+    }
+
+    /// Whether a peer belongs on the live device today: enabled and not expired.
+    pub fn is_active(peer: &Peer, today: Date) -> bool {
+        peer.enabled && peer.expires.is_none_or(|e| today < e)
+    }
+
+    /// The peers that belong on the device today, by name.
+    pub fn active_peers(&self, today: Date) -> impl Iterator<Item = (&PeerName, &Peer)> {
+        self.peers
+            .iter()
+            .filter(move |(_, p)| Self::is_active(p, today))
+    }
+}
+
+/// Splits `HOST[:PORT]` and fills in the port when it is missing. IPv6 hosts go in brackets.
+pub fn normalize_endpoint(endpoint: &str, default_port: u16) -> Result<String, String> {
+    let bad = |why: &str| format!("endpoint {endpoint:?} {why}; write HOST or HOST:PORT");
+    let e = endpoint.trim();
+    if e.is_empty() || e.chars().any(char::is_whitespace) {
+        return Err(bad("is empty or contains white space"));
+    }
+    let (host, port) = if let Some(rest) = e.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad("has no closing ']'"))?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| bad("has text after ']'"))?,
+            ),
+        };
+        (format!("[{host}]"), port)
+    } else {
+        match e.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(bad("looks like IPv6: put it in brackets"))
+            }
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (e.to_owned(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(bad("has no host"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(bad("has a port that is not 1-65535")),
+        },
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_port() {
+        assert_eq!(
+            normalize_endpoint("vpn.example.com", 51820).unwrap(),
+            "vpn.example.com:51820"
+        );
+        assert_eq!(
+            normalize_endpoint("1.2.3.4:443", 51820).unwrap(),
+            "1.2.3.4:443"
+        );
+        assert_eq!(
+            normalize_endpoint("[2001:db8::1]", 51820).unwrap(),
+            "[2001:db8::1]:51820"
+        );
+        for bad in [
+            "",
+            "a b",
+            "host:0",
+            "host:x",
+            "2001:db8::1",
+            "[::1",
+            ":51820",
+        ] {
+            assert!(normalize_endpoint(bad, 51820).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expiry_is_exclusive() {
+        let mut p = Peer {
+            address: "192.168.100.2".parse().unwrap(),
+            public_key: Key::from([1; 32]),
+            access: None,
+            keepalive: 25,
+            enabled: true,
+            expires: Some(Date::parse("2026-12-01").unwrap()),
+            preshared_key: false,
+        };
+        assert!(State::is_active(&p, Date::parse("2026-11-30").unwrap()));
+        assert!(!State::is_active(&p, Date::parse("2026-12-01").unwrap()));
+        p.expires = None;
+        p.enabled = false;
+        assert!(!State::is_active(&p, Date::parse("2026-11-30").unwrap()));
+    }
+}
