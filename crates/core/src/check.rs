@@ -11,7 +11,7 @@ use crate::ipam::is_assignable;
 use crate::{Key, PeerName, State};
 
 /// One thing wrong with the state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
     /// Where: a file of the state directory and, after a colon, the field.
     pub place: String,
@@ -141,6 +141,13 @@ pub fn check(state: &State) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// The problems `after` has that `before` did not: what a change would break. A command refuses
+/// those and leaves problems that were already there to `wgadm check`.
+pub fn new_problems(before: &State, after: &State) -> Vec<Problem> {
+    let old: std::collections::HashSet<Problem> = check(before).into_iter().collect();
+    check(after).into_iter().filter(|p| !old.contains(p)).collect()
 }
 
 fn check_access(

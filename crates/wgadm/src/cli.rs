@@ -1,0 +1,195 @@
+//! The command line: every flag is defined once here, with its help text, which also feeds the
+//! shell completions.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use wgadm_core::{Date, InterfaceName, Key, PeerName};
+
+use crate::qr::QrFormat;
+
+/// Manage a WireGuard VPN server: peers, keys (in Ansible Vault if you like), client configs
+/// and QR codes, and the live interface.
+#[derive(Debug, Parser)]
+#[command(name = "wgadm", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The state directory (server.yml, server.key, peers/).
+    #[arg(long, global = true, env = "WGADM_STATE", default_value = "/etc/wgadm")]
+    pub state: PathBuf,
+
+    /// Encrypt key files with Ansible Vault using the password in this file (an executable
+    /// file is run and its output used, as Ansible does). Without it, key files are plaintext, mode 0600.
+    #[arg(
+        long,
+        global = true,
+        env = "ANSIBLE_VAULT_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub vault_password_file: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the state directory and the server's key pair.
+    Init(InitArgs),
+    /// Add, list, show, disable, enable, remove and rotate peers.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Print the server's wg-quick config (what becomes /etc/wireguard/<interface>.conf).
+    Render,
+    /// Validate the state and report every problem at once.
+    Check(CheckArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `wgadm init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where clients connect to: HOST or HOST:PORT (the port defaults to --listen-port).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub endpoint: String,
+    /// The VPN subnet peers get addresses from.
+    #[arg(long, default_value = "192.168.100.0/24")]
+    pub subnet: Ipv4Net,
+    /// The server's VPN address [default: the first host of the subnet].
+    #[arg(long)]
+    pub address: Option<Ipv4Addr>,
+    /// The UDP port WireGuard listens on.
+    #[arg(long, default_value_t = 51820)]
+    pub listen_port: u16,
+    /// The WireGuard interface.
+    #[arg(long, default_value = "wg0")]
+    pub interface: InterfaceName,
+    /// What peers may reach unless told otherwise.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "192.168.0.0/16",
+        value_name = "CIDR,..."
+    )]
+    pub access: Vec<Ipv4Net>,
+    /// Never reachable from the VPN, whatever an access list says.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "172.16.10.0/24",
+        value_name = "CIDR,..."
+    )]
+    pub deny: Vec<Ipv4Net>,
+    /// DNS servers for client configs.
+    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    pub dns: Vec<IpAddr>,
+    /// Replace an existing server.yml and server.key (every client config must then be reissued).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `wgadm check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also open every key file and check it matches its public key (slow with a vault).
+    #[arg(long)]
+    pub keys: bool,
+}
+
+/// `wgadm peer ...`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Add a peer: a key pair is generated unless the client brings its own public key.
+    Add(PeerAddArgs),
+    /// List the peers.
+    List,
+    /// Show one peer.
+    Show(PeerArg),
+    /// Print a peer's client config (wg-quick format).
+    Config(PeerArg),
+    /// Print a peer's client config as a QR code for a phone.
+    Qr(PeerQrArgs),
+    /// Keep a peer in the state but take it off the server.
+    Disable(PeerArg),
+    /// Put a disabled peer back.
+    Enable(PeerArg),
+    /// Delete a peer and its keys; its address becomes free.
+    Remove(PeerArg),
+    /// Give a peer a new key pair (and preshared key, if it has one); the address stays.
+    Rotate(PeerRotateArgs),
+}
+
+/// A peer name argument.
+#[derive(Debug, Args)]
+pub struct PeerArg {
+    /// The peer's name.
+    pub name: PeerName,
+}
+
+/// `wgadm peer add`.
+#[derive(Debug, Args)]
+pub struct PeerAddArgs {
+    /// The peer's name: letters, digits, '-', '_', '.'; 1-64 characters.
+    pub name: PeerName,
+    /// The client's own public key; then no private key is kept here.
+    #[arg(long, value_name = "KEY", value_parser = parse_key)]
+    pub public_key: Option<Key>,
+    /// The peer's VPN address [default: the lowest free one].
+    #[arg(long)]
+    pub address: Option<Ipv4Addr>,
+    /// What the peer may reach [default: the server's access list].
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+    pub access: Option<Vec<Ipv4Net>>,
+    /// PersistentKeepalive for the client, seconds (0: off) [default: server.yml keepalive].
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<u16>,
+    /// Generate a preshared key for this peer.
+    #[arg(long)]
+    pub preshared_key: bool,
+    /// Leave the peer off the server from this date on (UTC, YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub expires: Option<Date>,
+    /// Print the client config as a QR code right away.
+    #[arg(long)]
+    pub qr: bool,
+    /// Write the client config to this file (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub config_out: Option<PathBuf>,
+}
+
+/// `wgadm peer qr`.
+#[derive(Debug, Args)]
+pub struct PeerQrArgs {
+    /// The peer's name.
+    pub name: PeerName,
+    /// The image format.
+    #[arg(long, value_enum, default_value = "ansi")]
+    pub format: QrFormat,
+    /// Write to this file (mode 0600) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `wgadm peer rotate`.
+#[derive(Debug, Args)]
+pub struct PeerRotateArgs {
+    /// The peer's name.
+    pub name: PeerName,
+    /// The client's new public key; without it a new key pair is generated here.
+    #[arg(long, value_name = "KEY", value_parser = parse_key)]
+    pub public_key: Option<Key>,
+}
+
+fn parse_key(s: &str) -> Result<Key, String> {
+    Key::parse(s).map_err(|e| format!("the public key {e}"))
+}

@@ -1,0 +1,53 @@
+//! One module per command group; each takes parsed arguments and the context and does its I/O
+//! through the store, the key files and the output helpers.
+
+mod check;
+mod init;
+mod peer;
+mod render;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::CommandFactory;
+use wgadm_core::Date;
+
+use crate::cli::{Cli, Command};
+use crate::error::Result;
+use crate::secrets::Keys;
+use crate::store::Store;
+
+/// What every command gets: the state directory, the key files, the output mode and today.
+pub struct Ctx {
+    /// The state directory.
+    pub store: Store,
+    /// Key files, with the vault password if one is configured.
+    pub keys: Keys,
+    /// `--json`.
+    pub json: bool,
+    /// Today (UTC), for expiry.
+    pub today: Date,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let ctx = Ctx {
+        store: Store::new(cli.state),
+        keys: Keys::new(cli.vault_password_file),
+        json: cli.json,
+        today: Date::from_unix_seconds(now),
+    };
+    match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Peer(cmd) => peer::run(&ctx, cmd),
+        Command::Render => render::run(&ctx),
+        Command::Check(args) => check::run(&ctx, args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "wgadm", &mut out);
+            crate::output::write_stdout(&out)
+        }
+    }
+}

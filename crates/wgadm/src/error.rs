@@ -1,0 +1,66 @@
+//! The one error type of the shell. Every message says what is wrong, where (file, peer,
+//! field) and what to do; none contains key material.
+
+use std::path::{Path, PathBuf};
+
+use wgadm_core::Problem;
+
+/// What can go wrong in a wgadm command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input on the command line or in a file that is not part of the state.
+    #[error("{0}")]
+    Invalid(String),
+    /// The state (as it is, or as a command would leave it) breaks a rule.
+    #[error("{}", problems_text(.0))]
+    State(Vec<Problem>),
+    /// A file could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A key file that is Ansible Vault encrypted could not be opened.
+    #[error("{}: {source}", .path.display())]
+    Vault {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: crate::vault::VaultError,
+    },
+    /// A QR code could not be made.
+    #[error(transparent)]
+    Qr(#[from] crate::qr::QrError),
+}
+
+fn problems_text(problems: &[Problem]) -> String {
+    let mut text = match problems.len() {
+        1 => "the state has a problem:".to_owned(),
+        n => format!("the state has {n} problems:"),
+    };
+    for p in problems {
+        text.push_str("\n  ");
+        text.push_str(&p.to_string());
+    }
+    text
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The process exit code: 1 for every failure; 2 (usage) comes from clap.
+    pub fn exit_code(&self) -> i32 {
+        1
+    }
+}
+
+/// The result of a shell operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

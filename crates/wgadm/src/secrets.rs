@@ -1,0 +1,114 @@
+//! Key files: new keys from the OS's randomness, written as Ansible Vault files when a vault
+//! password is configured and as plaintext (mode 0600) otherwise; read back either way.
+
+use std::cell::OnceCell;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use wgadm_core::Secret;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::vault::{self, VaultPassword};
+
+/// Reads and encodes key files with the configured vault password, if any.
+pub struct Keys {
+    password_file: Option<PathBuf>,
+    password: OnceCell<VaultPassword>,
+}
+
+/// 32 bytes from the OS's CSPRNG.
+pub fn random32() -> Result<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Invalid(format!("the OS gave no randomness for a key: {e}")))?;
+    Ok(bytes)
+}
+
+/// A new WireGuard private key.
+pub fn generate_private() -> Result<Secret> {
+    random32().map(Secret::private_from_random)
+}
+
+/// A new preshared key.
+pub fn generate_preshared() -> Result<Secret> {
+    random32().map(Secret::preshared_from_random)
+}
+
+impl Keys {
+    /// Key files for a password file (`--vault-password-file` / `ANSIBLE_VAULT_PASSWORD_FILE`);
+    /// the password is read only when a key file is encrypted or decrypted.
+    pub fn new(password_file: Option<PathBuf>) -> Self {
+        Keys {
+            password_file,
+            password: OnceCell::new(),
+        }
+    }
+
+    /// Whether new key files are written as vault files.
+    pub fn encrypts(&self) -> bool {
+        self.password_file.is_some()
+    }
+
+    fn password(&self, for_file: &Path) -> Result<&VaultPassword> {
+        if let Some(p) = self.password.get() {
+            return Ok(p);
+        }
+        let Some(file) = &self.password_file else {
+            return Err(Error::Invalid(format!(
+                "{}: encrypted with Ansible Vault and no vault password is configured; \
+                 pass --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
+                for_file.display()
+            )));
+        };
+        let password = VaultPassword::from_file(file).map_err(|source| Error::Vault {
+            path: file.clone(),
+            source,
+        })?;
+        Ok(self.password.get_or_init(|| password))
+    }
+
+    /// Reads a key file (vault or plaintext).
+    pub fn read(&self, path: &Path) -> Result<Secret> {
+        let data = Zeroizing::new(fs::read(path).map_err(|e| Error::io(path, e))?);
+        let plain = if vault::is_vault(&data) {
+            vault::decrypt(&data, self.password(path)?).map_err(|source| Error::Vault {
+                path: path.to_owned(),
+                source,
+            })?
+        } else {
+            data
+        };
+        let text = std::str::from_utf8(&plain).map_err(|_| {
+            Error::Invalid(format!("{}: is not a key file (not text)", path.display()))
+        })?;
+        Secret::parse(text).map_err(|e| {
+            Error::Invalid(format!(
+                "{}: the key in it {e}; restore the file",
+                path.display()
+            ))
+        })
+    }
+
+    /// Reads a key file if it exists.
+    pub fn read_if_present(&self, path: &Path) -> Result<Option<Secret>> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => self.read(path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// The bytes of a key file for `secret`: a vault file or the base64 key and a newline.
+    pub fn encode(&self, secret: &Secret, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+        let mut plain = Zeroizing::new(secret.expose().as_bytes().to_vec());
+        plain.push(b'\n');
+        if !self.encrypts() {
+            return Ok(plain);
+        }
+        let salt = random32()?;
+        Ok(Zeroizing::new(
+            vault::encrypt(&plain, self.password(path)?, &salt).into_bytes(),
+        ))
+    }
+}
