@@ -1,5 +1,11 @@
 //! wgadm: the shell around `wgadm-core`. Everything that touches the outside world lives here:
 //! the state directory, Ansible Vault files, QR images, the live WireGuard device, the firewall.
 
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod output;
 pub mod qr;
+pub mod secrets;
+pub mod store;
 pub mod vault;
