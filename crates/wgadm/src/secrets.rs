@@ -15,6 +15,9 @@ use crate::vault::{self, VaultPassword};
 pub struct Keys {
     password_file: Option<PathBuf>,
     password: OnceCell<VaultPassword>,
+    /// A key file of the state (server.key) that a new password must open, so that one state
+    /// never ends up with keys under two passwords, or plaintext keys beside vault ones.
+    reference: PathBuf,
 }
 
 /// 32 bytes from the OS's CSPRNG.
@@ -38,11 +41,18 @@ pub fn generate_preshared() -> Result<Secret> {
 impl Keys {
     /// Key files for a password file (`--vault-password-file` / `ANSIBLE_VAULT_PASSWORD_FILE`);
     /// the password is read only when a key file is encrypted or decrypted.
-    pub fn new(password_file: Option<PathBuf>) -> Self {
+    /// `reference` is the state's server.key.
+    pub fn new(password_file: Option<PathBuf>, reference: PathBuf) -> Self {
         Keys {
             password_file,
             password: OnceCell::new(),
+            reference,
         }
+    }
+
+    /// Whether the reference key file exists and is a vault file.
+    fn reference_is_vault(&self) -> bool {
+        fs::read(&self.reference).is_ok_and(|d| vault::is_vault(&d))
     }
 
     /// Whether new key files are written as vault files.
@@ -65,6 +75,15 @@ impl Keys {
             path: file.clone(),
             source,
         })?;
+        if self.reference != for_file && self.reference_is_vault() {
+            let data = Zeroizing::new(
+                fs::read(&self.reference).map_err(|e| Error::io(&self.reference, e))?,
+            );
+            vault::decrypt(&data, &password).map_err(|source| Error::Vault {
+                path: self.reference.clone(),
+                source,
+            })?;
+        }
         Ok(self.password.get_or_init(|| password))
     }
 
@@ -104,6 +123,14 @@ impl Keys {
         let mut plain = Zeroizing::new(secret.expose().as_bytes().to_vec());
         plain.push(b'\n');
         if !self.encrypts() {
+            if self.reference != path && self.reference_is_vault() {
+                return Err(Error::Invalid(format!(
+                    "{} is encrypted with Ansible Vault, so {} must be too; pass \
+                     --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
+                    self.reference.display(),
+                    path.display()
+                )));
+            }
             return Ok(plain);
         }
         let salt = random32()?;

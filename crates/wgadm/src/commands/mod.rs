@@ -33,9 +33,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let store = Store::new(cli.state);
     let ctx = Ctx {
-        store: Store::new(cli.state),
-        keys: Keys::new(cli.vault_password_file),
+        keys: Keys::new(cli.vault_password_file, store.server_key()),
+        store,
         json: cli.json,
         today: Date::from_unix_seconds(now),
     };
