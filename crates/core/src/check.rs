@@ -147,7 +147,10 @@ pub fn check(state: &State) -> Vec<Problem> {
 /// those and leaves problems that were already there to `wgadm check`.
 pub fn new_problems(before: &State, after: &State) -> Vec<Problem> {
     let old: std::collections::HashSet<Problem> = check(before).into_iter().collect();
-    check(after).into_iter().filter(|p| !old.contains(p)).collect()
+    check(after)
+        .into_iter()
+        .filter(|p| !old.contains(p))
+        .collect()
 }
 
 fn check_access(
