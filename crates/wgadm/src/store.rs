@@ -26,6 +26,9 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// A peer file read: its name and the peer, or the problem with the file.
+type ParsedPeer = std::result::Result<(PeerName, Peer), Problem>;
+
 /// A held lock on the state directory; released on drop.
 #[derive(Debug)]
 pub struct Lock(#[allow(dead_code)] File);
@@ -115,25 +118,54 @@ impl Store {
         let server_text = fs::read_to_string(self.server_yml()).map_err(|e| self.missing_or(e))?;
         let server: Option<Server> = parse_yaml("server.yml", &server_text, &mut problems);
         let mut peers = BTreeMap::new();
-        for (name, file) in self.peer_files()? {
-            let place = format!("peers/{file}");
-            let text = fs::read_to_string(self.peers_dir().join(&file))
-                .map_err(|e| Error::io(&self.peers_dir().join(&file), e))?;
-            match (name, parse_yaml::<Peer>(&place, &text, &mut problems)) {
-                (Ok(name), Some(peer)) => {
-                    peers.insert(name, peer);
+        let files = self.peer_files()?;
+        // Reading and parsing thousands of small files is most of a command's time: spread it
+        // over the cores, keeping the order so problems are reported by file name.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let chunk = files.len().div_ceil(threads).max(256);
+        let parsed: Vec<Result<Vec<ParsedPeer>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| scope.spawn(|| part.iter().map(|f| self.read_peer(f)).collect()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("a reader thread failed".into()))))
+                .collect()
+        });
+        for part in parsed {
+            for result in part? {
+                match result {
+                    Ok((name, peer)) => {
+                        peers.insert(name, peer);
+                    }
+                    Err(problem) => problems.push(problem),
                 }
-                (Err(why), _) => problems.push(Problem {
-                    place,
-                    message: format!("{why}; rename the file"),
-                }),
-                _ => {}
             }
         }
         match server {
             Some(server) if problems.is_empty() => Ok(State { server, peers }),
             _ => Err(Error::State(problems)),
         }
+    }
+
+    /// Reads and parses one peer file.
+    fn read_peer(&self, (name, file): &(Result<PeerName, String>, String)) -> Result<ParsedPeer> {
+        let place = format!("peers/{file}");
+        let name = match name {
+            Ok(name) => name.clone(),
+            Err(why) => {
+                let message = format!("{why}; rename the file");
+                return Ok(Err(Problem { place, message }));
+            }
+        };
+        let path = self.peers_dir().join(file);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let mut problems = Vec::new();
+        Ok(match parse_yaml::<Peer>(&place, &text, &mut problems) {
+            Some(peer) => Ok((name, peer)),
+            None => Err(problems.remove(0)),
+        })
     }
 
     /// The `*.yml` files of `peers/` with the peer name their stem gives (or why it is no name).

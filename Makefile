@@ -1,0 +1,27 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Both install what they
+# need first (scripts/setup.sh is idempotent and quick when everything is there).
+
+CARGO ?= cargo
+
+.PHONY: demo test lint bench setup build
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+demo: build
+	bash scripts/demo.sh
+
+# Lab tests (network namespaces, wireguard-go, nft) are #[ignore]d for plain `cargo test` on a
+# laptop; here they run too. They need root.
+test: setup
+	$(CARGO) test --workspace --locked -- --include-ignored
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+bench: build
+	bash scripts/bench.sh
