@@ -76,7 +76,11 @@ pub fn check(state: &State) -> Vec<Problem> {
     if server.listen_port == 0 {
         report(here("listen_port"), "must be 1-65535".into());
     }
-    for (field, list) in [("access", &server.access), ("deny", &server.deny)] {
+    for (field, list) in [
+        ("access", &server.access),
+        ("deny", &server.deny),
+        ("allowed_sources", &server.allowed_sources),
+    ] {
         for net in list.iter().filter(|n| !canonical(n)) {
             report(
                 here(field),
@@ -230,6 +234,19 @@ mod tests {
             "{m}"
         );
         assert_eq!(check(&s).len(), 5);
+    }
+
+    #[test]
+    fn allowed_sources_need_clean_networks() {
+        let mut s = state("192.168.100.0/24", "192.168.100.1");
+        s.server.allowed_sources = vec![
+            "203.0.113.7/24".parse().unwrap(),
+            "198.51.100.7/32".parse().unwrap(),
+        ];
+        assert_eq!(
+            messages(&s),
+            ["server.yml: allowed_sources: 203.0.113.7/24 has host bits set; write it as 203.0.113.0/24"]
+        );
     }
 
     #[test]

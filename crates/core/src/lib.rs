@@ -9,12 +9,14 @@ pub mod check;
 pub mod conf;
 pub mod date;
 pub mod device;
+pub mod firewall;
 pub mod ipam;
 pub mod key;
 pub mod model;
 pub mod name;
 pub mod plan;
 pub mod render;
+pub mod status;
 #[cfg(test)]
 mod testing;
 

@@ -39,6 +39,24 @@ pub struct Server {
     /// The keepalive new peers get.
     #[serde(default = "default_keepalive")]
     pub keepalive: u16,
+    /// Source NAT for traffic from the VPN toward the access networks.
+    #[serde(default)]
+    pub nat: Nat,
+    /// Who may reach the listen port (SR-005); empty means anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_sources: Vec<Ipv4Net>,
+}
+
+/// `server.yml: nat`: how the networks behind the server answer VPN traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nat {
+    /// Rewrite the source of VPN traffic to the server's address on the way out, so the
+    /// networks behind it need no route back to the VPN subnet.
+    #[default]
+    Masquerade,
+    /// Forward VPN addresses unchanged: the router has a route back to the VPN subnet.
+    None,
 }
 
 fn default_keepalive() -> u16 {
@@ -170,6 +188,36 @@ mod tests {
         ] {
             assert!(normalize_endpoint(bad, 51820).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn firewall_fields_have_defaults_and_parse() {
+        let base = "interface: wg0\nsubnet: 192.168.100.0/24\naddress: 192.168.100.1\n\
+                    listen_port: 51820\nendpoint: vpn.example.com:51820\n\
+                    public_key: 7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u4=\n\
+                    access: [192.168.0.0/16]\n";
+        // A server.yml from before the firewall stays valid: masquerade, open port.
+        let old: Server = serde_norway::from_str(base).unwrap();
+        assert_eq!(old.nat, Nat::Masquerade);
+        assert!(old.allowed_sources.is_empty());
+        let text = format!("{base}nat: none\nallowed_sources: [203.0.113.0/24]\n");
+        let new: Server = serde_norway::from_str(&text).unwrap();
+        assert_eq!(new.nat, Nat::None);
+        assert_eq!(
+            new.allowed_sources,
+            ["203.0.113.0/24".parse::<Ipv4Net>().unwrap()]
+        );
+        // Written back: nat always (a policy worth seeing), allowed_sources only when set.
+        let yaml = serde_norway::to_string(&old).unwrap();
+        assert!(
+            yaml.contains("nat: masquerade\n") && !yaml.contains("allowed_sources"),
+            "{yaml}"
+        );
+        let bad = format!("{base}nat: snat\n");
+        let err = serde_norway::from_str::<Server>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("masquerade") && err.contains("none"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Builders for unit tests.
 
+use crate::model::Nat;
 use crate::{Key, Peer, Server, State};
 
 /// A state with the spec's defaults and no peers.
@@ -16,6 +17,8 @@ pub fn state(subnet: &str, address: &str) -> State {
             deny: vec!["172.16.10.0/24".parse().unwrap()],
             dns: vec![],
             keepalive: 25,
+            nat: Nat::Masquerade,
+            allowed_sources: vec![],
         },
         peers: Default::default(),
     }

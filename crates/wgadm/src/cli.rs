@@ -33,6 +33,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Where the wg-quick configs live (`<dir>/<interface>.conf`).
+    #[arg(
+        long,
+        global = true,
+        env = "WGADM_CONFIG_DIR",
+        default_value = "/etc/wireguard",
+        value_name = "DIR"
+    )]
+    pub config_dir: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +57,13 @@ pub enum Command {
     Peer(PeerCommand),
     /// Print the server's wg-quick config (what becomes /etc/wireguard/<interface>.conf).
     Render,
+    /// Bring the live interface to the state: only what differs changes, nobody else is cut off.
+    Apply(ApplyArgs),
+    /// Show the live interface: who is connected, from where, and how much they moved.
+    Status,
+    /// The nftables ruleset wgadm enforces (table inet wgadm).
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// Validate the state and report every problem at once.
     Check(CheckArgs),
     /// Print shell completions.
@@ -93,9 +110,49 @@ pub struct InitArgs {
     /// DNS servers for client configs.
     #[arg(long, value_delimiter = ',', value_name = "IP,...")]
     pub dns: Vec<IpAddr>,
+    /// Source NAT toward the access networks: masquerade, or none where the router has a
+    /// route back to the VPN subnet.
+    #[arg(long, value_enum, default_value = "masquerade")]
+    pub nat: NatArg,
+    /// Only these sources may reach the listen port [default: anyone].
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+    pub allowed_sources: Vec<Ipv4Net>,
     /// Replace an existing server.yml and server.key (every client config must then be reissued).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `wgadm firewall ...`.
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// Print the ruleset `apply` loads, as an `nft -f` script.
+    Show,
+}
+
+/// `wgadm apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Print the exact plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `--nat`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum NatArg {
+    /// Rewrite VPN sources to the server's address.
+    Masquerade,
+    /// Leave VPN addresses as they are.
+    None,
+}
+
+impl From<NatArg> for wgadm_core::model::Nat {
+    fn from(n: NatArg) -> Self {
+        match n {
+            NatArg::Masquerade => Self::Masquerade,
+            NatArg::None => Self::None,
+        }
+    }
 }
 
 /// `wgadm check`.
@@ -120,11 +177,11 @@ pub enum PeerCommand {
     /// Print a peer's client config as a QR code for a phone.
     Qr(PeerQrArgs),
     /// Keep a peer in the state but take it off the server.
-    Disable(PeerArg),
+    Disable(PeerChangeArgs),
     /// Put a disabled peer back.
-    Enable(PeerArg),
+    Enable(PeerChangeArgs),
     /// Delete a peer and its keys; its address becomes free.
-    Remove(PeerArg),
+    Remove(PeerChangeArgs),
     /// Give a peer a new key pair (and preshared key, if it has one); the address stays.
     Rotate(PeerRotateArgs),
 }
@@ -134,6 +191,16 @@ pub enum PeerCommand {
 pub struct PeerArg {
     /// The peer's name.
     pub name: PeerName,
+}
+
+/// A peer name and whether to apply the change to the live interface right away.
+#[derive(Debug, Args)]
+pub struct PeerChangeArgs {
+    /// The peer's name.
+    pub name: PeerName,
+    /// Apply the change to the live interface right away (as `wgadm apply`).
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// `wgadm peer add`.
@@ -165,6 +232,9 @@ pub struct PeerAddArgs {
     /// Write the client config to this file (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+    /// Apply the change to the live interface right away (as `wgadm apply`).
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// `wgadm peer qr`.
@@ -188,6 +258,9 @@ pub struct PeerRotateArgs {
     /// The client's new public key; without it a new key pair is generated here.
     #[arg(long, value_name = "KEY", value_parser = parse_key)]
     pub public_key: Option<Key>,
+    /// Apply the change to the live interface right away (as `wgadm apply`).
+    #[arg(long)]
+    pub apply: bool,
 }
 
 fn parse_key(s: &str) -> Result<Key, String> {

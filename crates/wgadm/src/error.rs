@@ -30,6 +30,12 @@ pub enum Error {
         /// Why.
         source: crate::vault::VaultError,
     },
+    /// The live device could not be read or changed.
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
+    /// The firewall could not be read or changed.
+    #[error(transparent)]
+    Firewall(#[from] crate::firewall::FirewallError),
     /// A QR code could not be made.
     #[error(transparent)]
     Qr(#[from] crate::qr::QrError),

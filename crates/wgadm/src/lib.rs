@@ -3,7 +3,9 @@
 
 pub mod cli;
 pub mod commands;
+pub mod device;
 pub mod error;
+pub mod firewall;
 pub mod output;
 pub mod qr;
 pub mod secrets;

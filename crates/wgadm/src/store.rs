@@ -121,7 +121,9 @@ impl Store {
         let files = self.peer_files()?;
         // Reading and parsing thousands of small files is most of a command's time: spread it
         // over the cores, keeping the order so problems are reported by file name.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
         let chunk = files.len().div_ceil(threads).max(256);
         let parsed: Vec<Result<Vec<ParsedPeer>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = files
@@ -130,7 +132,10 @@ impl Store {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("a reader thread failed".into()))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Invalid("a reader thread failed".into())))
+                })
                 .collect()
         });
         for part in parsed {

@@ -59,6 +59,8 @@ fn init(ctx: &Ctx, args: InitArgs) -> Result<()> {
             deny: args.deny,
             dns: args.dns,
             keepalive: DEFAULT_KEEPALIVE,
+            nat: args.nat.into(),
+            allowed_sources: args.allowed_sources,
         },
         peers,
     };

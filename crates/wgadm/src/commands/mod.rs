@@ -1,18 +1,22 @@
 //! One module per command group; each takes parsed arguments and the context and does its I/O
 //! through the store, the key files and the output helpers.
 
+mod apply;
 mod check;
 mod init;
 mod peer;
 mod render;
+mod status;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::CommandFactory;
 use wgadm_core::Date;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FirewallCommand};
+use crate::device::Backend;
 use crate::error::Result;
+use crate::firewall::Nft;
 use crate::secrets::Keys;
 use crate::store::Store;
 
@@ -26,6 +30,10 @@ pub struct Ctx {
     pub json: bool,
     /// Today (UTC), for expiry.
     pub today: Date,
+    /// The live WireGuard device.
+    pub device: Backend,
+    /// The nftables firewall.
+    pub firewall: Nft,
 }
 
 /// Runs a parsed command line.
@@ -39,11 +47,16 @@ pub fn run(cli: Cli) -> Result<()> {
         store,
         json: cli.json,
         today: Date::from_unix_seconds(now),
+        device: Backend::new(cli.config_dir),
+        firewall: Nft::new(),
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Peer(cmd) => peer::run(&ctx, cmd),
         Command::Render => render::run(&ctx),
+        Command::Apply(args) => apply::run(&ctx, args),
+        Command::Status => status::run(&ctx),
+        Command::Firewall(FirewallCommand::Show) => render::firewall(&ctx),
         Command::Check(args) => check::run(&ctx, args),
         Command::Completions { shell } => {
             let mut out = Vec::new();

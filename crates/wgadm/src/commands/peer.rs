@@ -23,9 +23,9 @@ pub fn run(ctx: &Ctx, cmd: PeerCommand) -> Result<()> {
         PeerCommand::Show(p) => show(ctx, &p.name),
         PeerCommand::Config(p) => config(ctx, &p.name),
         PeerCommand::Qr(args) => qr(ctx, args),
-        PeerCommand::Disable(p) => set_enabled(ctx, &p.name, false),
-        PeerCommand::Enable(p) => set_enabled(ctx, &p.name, true),
-        PeerCommand::Remove(p) => remove(ctx, &p.name),
+        PeerCommand::Disable(p) => set_enabled(ctx, &p.name, false, p.apply),
+        PeerCommand::Enable(p) => set_enabled(ctx, &p.name, true, p.apply),
+        PeerCommand::Remove(p) => remove(ctx, &p.name, p.apply),
         PeerCommand::Rotate(args) => rotate(ctx, args),
     }
 }
@@ -114,6 +114,9 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
         Some(a) => a,
         None => ipam::lowest_free(&state).map_err(|e| Error::Invalid(e.to_string()))?,
     };
+    if args.qr && args.public_key.is_some() {
+        return Err(no_private_key_for_qr(&name));
+    }
     let private = match args.public_key {
         Some(_) => None,
         None => Some(secrets::generate_private()?),
@@ -189,12 +192,9 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
     }
     output::print(&text)?;
     if args.qr {
-        if private.is_none() {
-            return Err(no_private_key_for_qr(&name));
-        }
         output::write_stdout(&qr::render(&client, QrFormat::Ansi)?)?;
     }
-    Ok(())
+    then_apply(ctx, args.apply)
 }
 
 fn list(ctx: &Ctx) -> Result<()> {
@@ -346,16 +346,17 @@ fn change_peer(
     Ok((after, peer))
 }
 
-fn set_enabled(ctx: &Ctx, name: &PeerName, enabled: bool) -> Result<()> {
+fn set_enabled(ctx: &Ctx, name: &PeerName, enabled: bool, apply: bool) -> Result<()> {
     let _lock = ctx.store.lock_exclusive()?;
     let (_, peer) = change_peer(ctx, name, |p| p.enabled = enabled)?;
     let mut txn = Txn::default();
     txn.write(ctx.store.peer_yml(name), to_yaml(&peer)?, PUBLIC_MODE);
     txn.commit()?;
-    report(ctx, name, if enabled { "enabled" } else { "disabled" })
+    report(ctx, name, if enabled { "enabled" } else { "disabled" })?;
+    then_apply(ctx, apply)
 }
 
-fn remove(ctx: &Ctx, name: &PeerName) -> Result<()> {
+fn remove(ctx: &Ctx, name: &PeerName, apply: bool) -> Result<()> {
     let store = &ctx.store;
     let _lock = store.lock_exclusive()?;
     let state = store.load()?;
@@ -365,7 +366,8 @@ fn remove(ctx: &Ctx, name: &PeerName) -> Result<()> {
         .remove(store.peer_key(name))
         .remove(store.peer_psk(name));
     txn.commit()?;
-    report(ctx, name, "removed")
+    report(ctx, name, "removed")?;
+    then_apply(ctx, apply)
 }
 
 fn rotate(ctx: &Ctx, args: PeerRotateArgs) -> Result<()> {
@@ -408,7 +410,21 @@ fn rotate(ctx: &Ctx, args: PeerRotateArgs) -> Result<()> {
     }
     txn.write(store.peer_yml(name), to_yaml(&peer)?, PUBLIC_MODE);
     txn.commit()?;
-    report(ctx, name, "rotated")
+    report(ctx, name, "rotated")?;
+    then_apply(ctx, args.apply)
+}
+
+/// `--apply`: the state change is committed; now the device follows (the lock is still held).
+fn then_apply(ctx: &Ctx, apply: bool) -> Result<()> {
+    if !apply {
+        return Ok(());
+    }
+    let outcome = super::apply::apply_locked(ctx, false)?;
+    if ctx.json {
+        Ok(())
+    } else {
+        super::apply::report(ctx, &outcome)
+    }
 }
 
 /// Prints the outcome of a one-peer change.

@@ -16,6 +16,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     output::print(&text)
 }
 
+/// Prints the nftables ruleset `apply` would load (counters start at zero here).
+pub fn firewall(ctx: &Ctx) -> Result<()> {
+    let _lock = ctx.store.lock_shared()?;
+    let state = load_checked(ctx)?;
+    let options = super::apply::firewall_options();
+    output::print(&wgadm_core::firewall::ruleset(&state, ctx.today, &options))
+}
+
 /// The state, if it passes `check`.
 pub fn load_checked(ctx: &Ctx) -> Result<State> {
     let state = ctx.store.load()?;

@@ -1,0 +1,750 @@
+//! The firewall: one nftables table of wgadm's own, `inet wgadm`, rendered as an `nft -f` script
+//! that replaces it in one transaction (FR-004, SR-005, SR-006; DESIGN.md "Firewall").
+//!
+//! AllowedIPs in a client config is routing, not access control: the server decides who reaches
+//! what. The script never names another table, so rules of others stay as they are.
+//!
+//! # Layout
+//!
+//! Sets (one element per active peer or per network, never a rule per peer, so 5,000 peers load
+//! in one transaction in well under a second):
+//!
+//! | set | type | holds |
+//! | --- | --- | --- |
+//! | `deny` | `ipv4_addr`, interval | server.yml `deny`: never reachable from the VPN |
+//! | `deny_drops` | `ipv4_addr`, per-element `counter` | every active peer's address; its counter counts that peer's packets dropped toward `deny` |
+//! | `access` | `ipv4_addr . ipv4_addr`, interval | peer address . each network of its access list |
+//! | `peer_access` | `ipv4_addr . ipv4_addr`, interval | peer address . each network of its access list that lies inside the VPN subnet |
+//! | `allowed_sources` | `ipv4_addr`, interval | server.yml `allowed_sources` (only when not empty) |
+//! | `masquerade_to` | `ipv4_addr`, interval | the union of the active peers' access lists (only with `nat: masquerade`) |
+//!
+//! Chains:
+//!
+//! - `input` (hook input, policy accept): traffic from the VPN interface goes to `vpn_to_server`;
+//!   handshake logging for the daemon (when asked for); the listen port is open to
+//!   `allowed_sources` and dropped for everyone else (when the list is not empty).
+//! - `forward` (hook forward, policy accept): traffic from the VPN interface goes to
+//!   `vpn_forward`. Other forwarded traffic is not ours to judge.
+//! - `vpn_forward`: `deny` first (to `denied`), then replies, then peer-to-peer only through
+//!   `peer_access`, then `access`, then drop.
+//! - `vpn_to_server`: `deny` first, then replies, then `access` (so the default 192.168.0.0/16
+//!   reaches the server's VPN address, a peer limited to one host does not), then drop.
+//! - `denied`: optional rate-limited log, then drop, counted per peer in `deny_drops`.
+//! - `output` (only with handshake logging): copies handshake responses to NFLOG.
+//! - `postrouting` (nat, only with `nat: masquerade`): masquerades VPN traffic toward the
+//!   access networks.
+//!
+//! # Decisions
+//!
+//! - Replies pass by `ct direction reply`: packets answering a flow that was started toward the
+//!   VPN. A peer's own flows are checked packet by packet against its access list instead of
+//!   waved through as `established`, so narrowing an access list or adding to `deny` cuts flows
+//!   that are already open at once (conntrack would keep an established TCP flow for days).
+//! - Peer-to-peer is opt-in: a peer reaches another peer's address only when its access list
+//!   names a network inside the VPN subnet (the subnet itself, or single peers). The default
+//!   192.168.0.0/16 contains the VPN subnet but does not open it.
+//! - Each access list is aggregated first (`Ipv4Net::aggregate`): nft refuses overlapping
+//!   intervals in one set, and the aggregate reaches exactly the same addresses.
+//! - The table carries a comment with a digest of the script, so the shell can tell whether
+//!   the ruleset in force is the one wanted without reloading it (a reload resets counters).
+//!
+//! # Needs
+//!
+//! nft 0.9.7 and Linux 5.10 at least: concatenated interval sets (nft 0.9.4, Linux 5.6),
+//! per-element counters updated on lookup (Linux 5.7), table comments (nft 0.9.7, Linux 5.10),
+//! NAT in an `inet` table (Linux 5.2). Debian 11 (nft 0.9.8, Linux 5.10) is the oldest release
+//! that has all of them; Debian 12 and 13 and Proxmox VE 8 have them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Nat;
+use crate::{Date, State};
+
+/// The family of wgadm's table.
+pub const TABLE_FAMILY: &str = "inet";
+/// The name of wgadm's table.
+pub const TABLE_NAME: &str = "wgadm";
+/// The set whose per-element counters count drops toward `deny`, per peer address.
+pub const DENY_DROPS_SET: &str = "deny_drops";
+/// What the table's comment starts with; the digest follows.
+pub const DIGEST_PREFIX: &str = "wgadm ruleset ";
+
+/// Packets and bytes of an nftables counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
+}
+
+/// NFLOG groups for the WireGuard handshakes (issue 5, SR-007): initiations arriving at the
+/// listen port and responses leaving it. The daemon pairs them (a response's receiver index is
+/// the initiation's sender index); an initiation without a response is a refused handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLog {
+    /// The group that gets handshake initiations (type 1, 148 bytes).
+    pub initiation_group: u16,
+    /// The group that gets handshake responses (type 2, 92 bytes).
+    pub response_group: u16,
+}
+
+/// Where dropped packets toward `deny` are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The kernel log. Inside a network namespace other than the host's (a container) the
+    /// kernel logs nothing unless the host sets `net.netfilter.nf_log_all_netns = 1`.
+    Kernel,
+    /// An NFLOG group, read by a daemon.
+    Group(u16),
+}
+
+/// What the ruleset needs beyond the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Copy handshakes to NFLOG for the daemon; `None`: no handshake rules.
+    pub handshake_log: Option<HandshakeLog>,
+    /// Log drops toward `deny`, at most [`DENIED_LOG_RATE`]; `None`: count only.
+    pub log_denied: Option<LogTarget>,
+    /// Per-peer drop counters to start from, read from the table in force before it is
+    /// replaced, so a reload does not reset them. Peers that are no longer active are left
+    /// out. They do not change the digest: the same state gives the same digest.
+    pub carried_drops: BTreeMap<Ipv4Addr, Counter>,
+}
+
+/// The rate limit of logged drops: enough to see who, not enough to fill a disk.
+pub const DENIED_LOG_RATE: &str = "limit rate 10/minute burst 5 packets";
+
+/// The complete `nft -f` script that replaces `inet wgadm` with the ruleset for `state` today:
+/// disabled and expired peers have no element left. Loading it is one transaction: nft either
+/// takes all of it or none, so a refused script leaves the previous ruleset in force.
+pub fn ruleset(state: &State, today: Date, options: &Options) -> String {
+    // The digest covers the script as `firewall show` prints it, with a placeholder where the
+    // digest goes and without carried counters, so it depends on the state alone.
+    let (mut text, at) = render(state, today, options, false);
+    let digest = format!("{:016x}", fnv1a64(text.as_bytes()));
+    if !options.carried_drops.is_empty() {
+        (text, _) = render(state, today, options, true);
+    }
+    text.replace_range(at..at + digest.len(), &digest);
+    text
+}
+
+/// The digest in a script made by [`ruleset`], or in the listing of a loaded table
+/// (`nft list table inet wgadm`): the text after [`DIGEST_PREFIX`] in the table's comment.
+pub fn digest(text: &str) -> Option<&str> {
+    let marker = format!("comment \"{DIGEST_PREFIX}");
+    let start = text.find(&marker)? + marker.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
+
+/// FNV-1a, 64 bits: a change detector for our own scripts, not a defence against anyone.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// What the sets hold, computed once from the state.
+struct Elements {
+    peers: BTreeSet<Ipv4Addr>,
+    access: Vec<(Ipv4Addr, Ipv4Net)>,
+    peer_access: Vec<(Ipv4Addr, Ipv4Net)>,
+    masquerade_to: Vec<Ipv4Net>,
+}
+
+fn elements(state: &State, today: Date) -> Elements {
+    let subnet = state.server.subnet.trunc();
+    let mut e = Elements {
+        peers: BTreeSet::new(),
+        access: Vec::new(),
+        peer_access: Vec::new(),
+        masquerade_to: Vec::new(),
+    };
+    let mut reached = Vec::new();
+    for (_, peer) in state.active_peers(today) {
+        // `check` refuses two peers with one address; should it slip through, the first
+        // keeps it so nft does not refuse a duplicate element.
+        if !e.peers.insert(peer.address) {
+            continue;
+        }
+        let list = state.access_of(peer).to_vec();
+        let inside: Vec<Ipv4Net> = list
+            .iter()
+            .filter(|n| subnet.contains(&n.trunc()))
+            .copied()
+            .collect();
+        e.peer_access.extend(
+            Ipv4Net::aggregate(&inside)
+                .into_iter()
+                .map(|n| (peer.address, n)),
+        );
+        let list = Ipv4Net::aggregate(&list);
+        reached.extend_from_slice(&list);
+        e.access.extend(list.into_iter().map(|n| (peer.address, n)));
+    }
+    e.masquerade_to = Ipv4Net::aggregate(&reached);
+    e
+}
+
+/// Writes a set; elements one a line so a refused element is easy to find by line number.
+fn set(out: &mut String, name: &str, kind: &str, elements: &[String]) {
+    let _ = write!(out, "\n\tset {name} {{\n\t\t{kind}\n");
+    if !elements.is_empty() {
+        out.push_str("\t\telements = {\n");
+        for e in elements {
+            let _ = writeln!(out, "\t\t\t{e},");
+        }
+        out.push_str("\t\t}\n");
+    }
+    out.push_str("\t}\n");
+}
+
+/// The script, and the byte offset of the digest placeholder in it.
+fn render(state: &State, today: Date, options: &Options, counters: bool) -> (String, usize) {
+    let s = &state.server;
+    let e = elements(state, today);
+    let iface = s.interface.as_str();
+    let subnet = s.subnet.trunc();
+    let port = s.listen_port;
+    let mut out = String::with_capacity(
+        2048 + 64 * (e.access.len() + e.peer_access.len()) + 48 * e.peers.len(),
+    );
+
+    let _ = write!(
+        out,
+        "#!/usr/sbin/nft -f\n\
+         # Managed by wgadm: change the state with `wgadm`, not this table. Loaded as one\n\
+         # transaction: the table is created if missing, deleted, and built anew.\n\
+         table {TABLE_FAMILY} {TABLE_NAME}\n\
+         delete table {TABLE_FAMILY} {TABLE_NAME}\n\
+         table {TABLE_FAMILY} {TABLE_NAME} {{\n\
+         \tcomment \"{DIGEST_PREFIX}"
+    );
+    let at = out.len();
+    out.push_str("0000000000000000\"\n");
+
+    let deny = Ipv4Net::aggregate(&s.deny.iter().map(Ipv4Net::trunc).collect());
+    out.push_str("\n\t# Never reachable from the VPN, whatever an access list says.");
+    set(
+        &mut out,
+        "deny",
+        "type ipv4_addr\n\t\tflags interval",
+        &deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    );
+
+    out.push_str("\n\t# Drops toward `deny`, counted per peer.");
+    let peers: Vec<String> = e
+        .peers
+        .iter()
+        .map(|a| match options.carried_drops.get(a) {
+            Some(c) if counters => format!("{a} counter packets {} bytes {}", c.packets, c.bytes),
+            _ => a.to_string(),
+        })
+        .collect();
+    set(
+        &mut out,
+        DENY_DROPS_SET,
+        "type ipv4_addr\n\t\tcounter",
+        &peers,
+    );
+
+    let pairs = |list: &[(Ipv4Addr, Ipv4Net)]| -> Vec<String> {
+        list.iter().map(|(a, n)| format!("{a} . {n}")).collect()
+    };
+    let concat = "type ipv4_addr . ipv4_addr\n\t\tflags interval";
+    out.push_str("\n\t# Peer address . a network of its access list.");
+    set(&mut out, "access", concat, &pairs(&e.access));
+    out.push_str(&format!(
+        "\n\t# Peer address . a network of its access list inside the VPN subnet {subnet}:\n\
+         \t# peer-to-peer is open only where it is named there."
+    ));
+    set(&mut out, "peer_access", concat, &pairs(&e.peer_access));
+
+    let allowed = Ipv4Net::aggregate(&s.allowed_sources.iter().map(Ipv4Net::trunc).collect());
+    if !allowed.is_empty() {
+        out.push_str("\n\t# Who may reach the listen port (SR-005).");
+        set(
+            &mut out,
+            "allowed_sources",
+            "type ipv4_addr\n\t\tflags interval",
+            &allowed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        );
+    }
+    if s.nat == Nat::Masquerade {
+        out.push_str("\n\t# The access networks of the active peers, masqueraded toward.");
+        set(
+            &mut out,
+            "masquerade_to",
+            "type ipv4_addr\n\t\tflags interval",
+            &e.masquerade_to
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    // input: the VPN first, so the listen-port rules below never see tunnelled traffic.
+    let _ = write!(
+        out,
+        "\n\tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{iface}\" jump vpn_to_server\n"
+    );
+    if let Some(h) = options.handshake_log {
+        // Before the allowed_sources drop: a handshake from a refused source is a refused
+        // attempt too, and the daemon should see it.
+        let _ = writeln!(
+            out,
+            "\t\tudp dport {port} udp length 156 @th,64,32 0x01000000 log group {} \
+             comment \"handshake initiations\"",
+            h.initiation_group
+        );
+    }
+    if allowed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\t\tudp dport {port} accept comment \"WireGuard: open to anyone\""
+        );
+    } else {
+        let _ = write!(
+            out,
+            "\t\tudp dport {port} ip saddr @allowed_sources accept\n\
+             \t\tudp dport {port} counter drop comment \"WireGuard: not in allowed_sources\"\n"
+        );
+    }
+    out.push_str("\t}\n");
+
+    if let Some(h) = options.handshake_log {
+        let _ = write!(
+            out,
+            "\n\tchain output {{\n\
+             \t\ttype filter hook output priority filter; policy accept;\n\
+             \t\tudp sport {port} udp length 100 @th,64,32 0x02000000 log group {} \
+             comment \"handshake responses\"\n\
+             \t}}\n",
+            h.response_group
+        );
+    }
+
+    let _ = write!(
+        out,
+        "\n\tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tiifname \"{iface}\" jump vpn_forward\n\
+         \t}}\n"
+    );
+
+    // Deny before everything, replies included: "never" means never.
+    let _ = write!(
+        out,
+        "\n\tchain vpn_forward {{\n\
+         \t\tip daddr @deny goto denied\n\
+         \t\tct direction reply accept comment \"replies to flows started toward the VPN\"\n\
+         \t\tip daddr {subnet} ip saddr . ip daddr @peer_access accept\n\
+         \t\tip daddr {subnet} counter drop comment \"peer-to-peer not allowed\"\n\
+         \t\tip saddr . ip daddr @access accept\n\
+         \t\tcounter drop comment \"not in the peer's access list\"\n\
+         \t}}\n"
+    );
+    let _ = write!(
+        out,
+        "\n\tchain vpn_to_server {{\n\
+         \t\tip daddr @deny goto denied\n\
+         \t\tct direction reply accept comment \"replies to flows the server started\"\n\
+         \t\tip saddr . ip daddr @access accept\n\
+         \t\tcounter drop comment \"not in the peer's access list\"\n\
+         \t}}\n"
+    );
+
+    out.push_str("\n\tchain denied {\n");
+    match options.log_denied {
+        Some(LogTarget::Kernel) => {
+            let _ = writeln!(
+                out,
+                "\t\t{DENIED_LOG_RATE} log prefix \"wgadm denied: \" level info"
+            );
+        }
+        Some(LogTarget::Group(g)) => {
+            let _ = writeln!(
+                out,
+                "\t\t{DENIED_LOG_RATE} log prefix \"wgadm denied\" group {g}"
+            );
+        }
+        None => {}
+    }
+    let _ = write!(
+        out,
+        "\t\tip saddr @{DENY_DROPS_SET} drop\n\
+         \t\tcounter drop comment \"not from a peer address\"\n\
+         \t}}\n"
+    );
+
+    if s.nat == Nat::Masquerade {
+        // No iifname here: the input interface is unknown in postrouting. The source subnet
+        // and the output interface say the same.
+        let _ = write!(
+            out,
+            "\n\tchain postrouting {{\n\
+             \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\tip saddr {subnet} oifname != \"{iface}\" ip daddr @masquerade_to masquerade\n\
+             \t}}\n"
+        );
+    }
+    out.push_str("}\n");
+    (out, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{peer, state};
+    use proptest::prelude::*;
+
+    fn today() -> Date {
+        Date::parse("2026-11-24").unwrap()
+    }
+
+    fn small() -> State {
+        let mut s = state("192.168.100.0/24", "192.168.100.1");
+        s.peers
+            .insert("alice".parse().unwrap(), peer("192.168.100.2", 1));
+        let mut bob = peer("192.168.100.3", 2);
+        bob.access = Some(vec![
+            "192.168.1.10/32".parse().unwrap(),
+            "192.168.100.5/32".parse().unwrap(),
+        ]);
+        s.peers.insert("bob".parse().unwrap(), bob);
+        let mut off = peer("192.168.100.4", 3);
+        off.enabled = false;
+        s.peers.insert("carol".parse().unwrap(), off);
+        let mut old = peer("192.168.100.6", 4);
+        old.expires = Some(today());
+        s.peers.insert("dave".parse().unwrap(), old);
+        s
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().map(str::trim).collect()
+    }
+
+    fn position(text: &str, line: &str) -> usize {
+        lines(text)
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("no line {line:?} in\n{text}"))
+    }
+
+    #[test]
+    fn small_state_renders_the_important_lines() {
+        let text = ruleset(&small(), today(), &Options::default());
+        // One transaction that touches only our table.
+        assert!(text.starts_with("#!/usr/sbin/nft -f\n"), "{text}");
+        assert!(
+            text.contains("\ntable inet wgadm\ndelete table inet wgadm\ntable inet wgadm {\n"),
+            "{text}"
+        );
+        let tables: Vec<&str> = lines(&text)
+            .into_iter()
+            .filter(|l| {
+                l.starts_with("table ") || l.starts_with("delete ") || l.starts_with("flush")
+            })
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                "table inet wgadm",
+                "delete table inet wgadm",
+                "table inet wgadm {"
+            ]
+        );
+        for line in [
+            "172.16.10.0/24,",
+            "192.168.100.2 . 192.168.0.0/16,",
+            "192.168.100.3 . 192.168.1.10/32,",
+            "192.168.100.3 . 192.168.100.5/32,",
+            "iifname \"wg0\" jump vpn_forward",
+            "iifname \"wg0\" jump vpn_to_server",
+            "ip daddr 192.168.100.0/24 ip saddr . ip daddr @peer_access accept",
+            "ip saddr . ip daddr @access accept",
+            "ip saddr @deny_drops drop",
+            "udp dport 51820 accept comment \"WireGuard: open to anyone\"",
+            "ip saddr 192.168.100.0/24 oifname != \"wg0\" ip daddr @masquerade_to masquerade",
+        ] {
+            position(&text, line);
+        }
+        // peer_access holds only bob's explicit peer entry: the default /16 opens no peer.
+        let peer_access = &text[text.find("set peer_access").unwrap()..];
+        let peer_access = &peer_access[..peer_access.find("\t}\n").unwrap()];
+        assert!(
+            peer_access.contains("192.168.100.3 . 192.168.100.5/32"),
+            "{peer_access}"
+        );
+        assert!(!peer_access.contains("192.168.100.2 ."), "{peer_access}");
+        // The masquerade set is the union of the access lists, aggregated.
+        let masq = &text[text.find("set masquerade_to").unwrap()..];
+        let masq = &masq[..masq.find("\t}\n").unwrap()];
+        assert!(
+            masq.contains("192.168.0.0/16,") && !masq.contains("192.168.1.10"),
+            "{masq}"
+        );
+        // Every line of every chain ends in a verdict or is a header: no stray text.
+        assert!(text.ends_with("}\n"));
+        assert!(!text.contains("allowed_sources"), "{text}");
+        assert!(!text.contains("log "), "{text}");
+    }
+
+    #[test]
+    fn disabled_and_expired_peers_have_no_element() {
+        let text = ruleset(&small(), today(), &Options::default());
+        assert!(!text.contains("192.168.100.4"), "{text}");
+        assert!(!text.contains("192.168.100.6"), "{text}");
+        // On the day before dave expires, he is there.
+        let before = ruleset(
+            &small(),
+            Date::parse("2026-11-23").unwrap(),
+            &Options::default(),
+        );
+        assert!(
+            before.contains("192.168.100.6 . 192.168.0.0/16"),
+            "{before}"
+        );
+    }
+
+    #[test]
+    fn deny_precedes_replies_and_access_in_both_chains() {
+        let text = ruleset(&small(), today(), &Options::default());
+        for chain in ["chain vpn_forward {", "chain vpn_to_server {"] {
+            let body = &text[text.find(chain).unwrap()..];
+            let body = &body[..body.find("\t}\n").unwrap()];
+            let order: Vec<&str> = lines(body)[1..].to_vec();
+            assert_eq!(order[0], "ip daddr @deny goto denied", "{body}");
+            assert!(order[1].starts_with("ct direction reply accept"), "{body}");
+            assert!(order.last().unwrap().starts_with("counter drop"), "{body}");
+        }
+    }
+
+    #[test]
+    fn nat_none_has_no_masquerade() {
+        let mut s = small();
+        s.server.nat = Nat::None;
+        let text = ruleset(&s, today(), &Options::default());
+        assert!(!text.contains("masquerade"), "{text}");
+        assert!(!text.contains("type nat"), "{text}");
+    }
+
+    #[test]
+    fn allowed_sources_close_the_port_to_everyone_else() {
+        let mut s = small();
+        s.server.allowed_sources = vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "203.0.113.7/32".parse().unwrap(),
+            "198.51.100.7/32".parse().unwrap(),
+        ];
+        let text = ruleset(&s, today(), &Options::default());
+        let accept = position(&text, "udp dport 51820 ip saddr @allowed_sources accept");
+        let drop = position(
+            &text,
+            "udp dport 51820 counter drop comment \"WireGuard: not in allowed_sources\"",
+        );
+        assert!(accept < drop);
+        // Aggregated: the /32 inside the /24 is gone, nft would refuse the overlap.
+        assert!(
+            text.contains("\t\t\t198.51.100.7/32,\n\t\t\t203.0.113.0/24,\n"),
+            "{text}"
+        );
+        assert!(!text.contains("203.0.113.7"), "{text}");
+    }
+
+    #[test]
+    fn overlapping_access_lists_are_aggregated() {
+        let mut s = small();
+        s.server.deny = vec![
+            "172.16.10.0/24".parse().unwrap(),
+            "172.16.10.128/25".parse().unwrap(),
+        ];
+        let mut p = peer("192.168.100.9", 9);
+        p.access = Some(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "10.1.0.0/16".parse().unwrap(),
+            "10.1.2.3/32".parse().unwrap(),
+        ]);
+        s.peers.insert("erin".parse().unwrap(), p);
+        let text = ruleset(&s, today(), &Options::default());
+        assert!(text.contains("192.168.100.9 . 10.0.0.0/8,"), "{text}");
+        assert!(!text.contains("10.1."), "{text}");
+        assert!(!text.contains("172.16.10.128"), "{text}");
+    }
+
+    #[test]
+    fn logging_is_optional_and_rate_limited() {
+        let opts = Options {
+            handshake_log: Some(HandshakeLog {
+                initiation_group: 7,
+                response_group: 8,
+            }),
+            log_denied: Some(LogTarget::Group(9)),
+            ..Options::default()
+        };
+        let text = ruleset(&small(), today(), &opts);
+        let init = position(
+            &text,
+            "udp dport 51820 udp length 156 @th,64,32 0x01000000 log group 7 comment \"handshake initiations\"",
+        );
+        let open = position(
+            &text,
+            "udp dport 51820 accept comment \"WireGuard: open to anyone\"",
+        );
+        assert!(
+            init < open,
+            "the log rule must come before any verdict on the port"
+        );
+        position(
+            &text,
+            "udp sport 51820 udp length 100 @th,64,32 0x02000000 log group 8 comment \"handshake responses\"",
+        );
+        position(
+            &text,
+            "limit rate 10/minute burst 5 packets log prefix \"wgadm denied\" group 9",
+        );
+        let kernel = ruleset(
+            &small(),
+            today(),
+            &Options {
+                log_denied: Some(LogTarget::Kernel),
+                ..Options::default()
+            },
+        );
+        position(
+            &kernel,
+            "limit rate 10/minute burst 5 packets log prefix \"wgadm denied: \" level info",
+        );
+    }
+
+    #[test]
+    fn digest_depends_on_the_state_only() {
+        let plain = ruleset(&small(), today(), &Options::default());
+        let d = digest(&plain).unwrap().to_owned();
+        assert_eq!(d.len(), 16);
+        assert_ne!(d, "0000000000000000");
+        // Carried counters appear in the script but leave the digest alone.
+        let carried = Options {
+            carried_drops: [
+                (
+                    "192.168.100.2".parse().unwrap(),
+                    Counter {
+                        packets: 5,
+                        bytes: 300,
+                    },
+                ),
+                // A peer that is gone keeps no element.
+                (
+                    "192.168.100.4".parse().unwrap(),
+                    Counter {
+                        packets: 1,
+                        bytes: 1,
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            ..Options::default()
+        };
+        let with = ruleset(&small(), today(), &carried);
+        assert_eq!(digest(&with), Some(d.as_str()));
+        assert!(
+            with.contains("\t\t\t192.168.100.2 counter packets 5 bytes 300,\n"),
+            "{with}"
+        );
+        assert!(!with.contains("192.168.100.4"), "{with}");
+        // Any change to the state changes it.
+        let mut s = small();
+        s.server.listen_port = 51821;
+        assert_ne!(
+            digest(&ruleset(&s, today(), &Options::default())),
+            Some(d.as_str())
+        );
+        // It is read back from nft's listing of the table the same way.
+        let listing =
+            format!("table inet wgadm {{\n\tcomment \"{DIGEST_PREFIX}{d}\"\n\tset deny {{");
+        assert_eq!(digest(&listing), Some(d.as_str()));
+        assert_eq!(digest("table inet wgadm {\n}"), None);
+    }
+
+    #[test]
+    fn no_peers_still_renders_a_closed_vpn() {
+        let s = state("192.168.100.0/24", "192.168.100.1");
+        let text = ruleset(&s, today(), &Options::default());
+        position(&text, "ip saddr . ip daddr @access accept");
+        assert!(!text.contains("elements = {\n\t\t}"), "{text}");
+        let access = &text[text.find("set access {").unwrap()..];
+        let access = &access[..access.find("\t}\n").unwrap()];
+        assert!(!access.contains("elements"), "{access}");
+    }
+
+    #[test]
+    fn five_thousand_peers_render() {
+        let mut s = state("10.100.0.0/16", "10.100.0.1");
+        for i in 0..5000u32 {
+            let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 0, 2)) + i);
+            let mut p = peer(&addr.to_string(), 0);
+            p.public_key = crate::Key::from({
+                let mut k = [0u8; 32];
+                k[..4].copy_from_slice(&i.to_be_bytes());
+                k
+            });
+            if i % 10 == 0 {
+                p.access = Some(vec![format!("192.168.{}.0/24", i % 250).parse().unwrap()]);
+            }
+            s.peers.insert(format!("peer{i:04}").parse().unwrap(), p);
+        }
+        let started = std::time::Instant::now();
+        let text = ruleset(&s, today(), &Options::default());
+        let took = started.elapsed();
+        let access = text
+            .lines()
+            .filter(|l| l.starts_with("\t\t\t") && l.contains(" . "))
+            .count();
+        assert_eq!(
+            access, 5000,
+            "one access element per peer, none in peer_access"
+        );
+        assert_eq!(text.matches("\t\t\t10.100.").count(), 10000);
+        // A loose bound only to catch an accidental quadratic renderer, not a benchmark.
+        assert!(took.as_secs() < 5, "rendering 5,000 peers took {took:?}");
+    }
+
+    proptest! {
+        /// Whatever the peers, every active peer has exactly its elements, inactive peers have
+        /// none, and the digest is stable.
+        #[test]
+        fn every_active_peer_and_no_other(
+            peers in proptest::collection::btree_map(2u8..250, (any::<bool>(), proptest::option::of(proptest::collection::vec((any::<[u8; 4]>(), 8u8..=32), 1..4))), 0..40),
+        ) {
+            let mut s = state("192.168.100.0/24", "192.168.100.1");
+            for (host, (enabled, access)) in &peers {
+                let mut p = peer(&format!("192.168.100.{host}"), *host);
+                p.enabled = *enabled;
+                p.access = access.as_ref().map(|l| {
+                    l.iter().map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(*a), *len).unwrap().trunc()).collect()
+                });
+                s.peers.insert(format!("p{host}").parse().unwrap(), p);
+            }
+            let text = ruleset(&s, today(), &Options::default());
+            let again = ruleset(&s, today(), &Options::default());
+            prop_assert_eq!(digest(&text), digest(&again));
+            for (host, (enabled, _)) in &peers {
+                let element = format!("\t\t\t192.168.100.{host},\n");
+                prop_assert_eq!(text.contains(&element), *enabled);
+                let pair = format!("\t\t\t192.168.100.{host} . ");
+                prop_assert_eq!(text.contains(&pair), *enabled);
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `wgadm apply`: the live interface brought to the state, touching only what differs.
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+
+use serde::Serialize;
+use wgadm_core::firewall::{digest, ruleset, Options};
+use wgadm_core::plan::{plan, Desired, Plan, Summary};
+
+use super::render::{load_checked, preshared_keys};
+use super::Ctx;
+use crate::cli::ApplyArgs;
+use crate::device;
+use crate::error::{Error, Result};
+use crate::firewall;
+use crate::output;
+use crate::store::{write_file_atomic, SECRET_MODE};
+
+/// What an apply did (or, with `--dry-run`, would do).
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    /// The plan by peer name; `changed` also counts the config file and bringing the interface up.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// The wg-quick config was (re)written.
+    pub config_written: bool,
+    /// The interface was missing and brought up with wg-quick.
+    pub brought_up: bool,
+    /// The nftables table `inet wgadm` was (re)loaded.
+    pub firewall_changed: bool,
+    /// The ruleset to load, with `--dry-run` when it differs from the one in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ruleset: Option<String>,
+    /// Nothing was changed: this is what would happen.
+    pub dry_run: bool,
+    /// The exact steps, one per line.
+    pub steps: Vec<String>,
+}
+
+/// The firewall options of this version: handshake logging arrives with the daemon.
+pub fn firewall_options() -> Options {
+    Options::default()
+}
+
+/// Runs `wgadm apply`.
+pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<()> {
+    let _lock = ctx.store.lock_exclusive()?;
+    let outcome = apply_locked(ctx, args.dry_run)?;
+    report(ctx, &outcome)
+}
+
+/// Prints an outcome as JSON or as the list of steps.
+pub fn report(ctx: &Ctx, outcome: &Outcome) -> Result<()> {
+    if ctx.json {
+        return output::json(outcome);
+    }
+    let mut text = String::new();
+    let verb = if outcome.dry_run { "would" } else { "did" };
+    if outcome.steps.is_empty() {
+        text.push_str("in sync: nothing to do\n");
+    }
+    for step in &outcome.steps {
+        text.push_str(&format!("{verb}: {step}\n"));
+    }
+    if let Some(rules) = &outcome.ruleset {
+        text.push_str("the ruleset:\n");
+        text.push_str(rules);
+    }
+    output::print(&text)
+}
+
+/// Applies the state to the device; the caller holds the state lock. Everything that can be
+/// refused (a state that fails check, missing tools, a busy port) is checked before the first
+/// change, so a refusal leaves the config file and the device as they were.
+pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
+    let state = load_checked(ctx)?;
+    let iface = &state.server.interface;
+    let private = ctx.keys.read(&ctx.store.server_key())?;
+    let psks = preshared_keys(ctx, &state)?;
+    let text = wgadm_core::render::server_config(&state, &private, &psks, ctx.today);
+    let backend = &ctx.device;
+    backend.preflight()?;
+    let nft = &ctx.firewall;
+    nft.preflight()?;
+    // Per-peer drop counters survive the reload: read them from the table in force.
+    let options = Options {
+        carried_drops: nft.drop_counters()?,
+        ..firewall_options()
+    };
+    let rules = ruleset(&state, ctx.today, &options);
+    let firewall_changed = nft.loaded_digest()?.as_deref() != digest(&rules);
+
+    let path = backend.config_path(iface);
+    let config_written = std::fs::read(&path).map_or(true, |old| old != text.as_bytes());
+    let observed = backend.show(iface)?;
+    let mut steps = Vec::new();
+    if firewall_changed {
+        let peers = state.active_peers(ctx.today).count();
+        steps.push(format!(
+            "load nftables table inet wgadm ({peers} active peers)"
+        ));
+    }
+    if config_written {
+        steps.push(format!("write {} (mode 0600)", path.display()));
+    }
+    let plan = match &observed {
+        None => {
+            device::check_port_free(state.server.listen_port)?;
+            steps.push(format!(
+                "bring up {iface} with wg-quick from {}",
+                path.display()
+            ));
+            Plan::default()
+        }
+        Some(observed) => {
+            let desired = Desired::from_state(&state, &psks, ctx.today);
+            let names: HashMap<_, _> = state
+                .peers
+                .iter()
+                .map(|(n, p)| (p.public_key, n.clone()))
+                .collect();
+            let plan = plan(&desired, observed, &names);
+            for change in &plan.changes {
+                if let wgadm_core::plan::Change::ListenPort { to, .. } = change {
+                    device::check_port_free(*to)?;
+                }
+                steps.push(format!("{iface}: {change}"));
+            }
+            plan
+        }
+    };
+    let mut summary = plan.summary();
+    if observed.is_none() {
+        summary.added = state
+            .active_peers(ctx.today)
+            .map(|(n, _)| n.to_string())
+            .collect();
+    }
+    summary.changed = !steps.is_empty();
+    let outcome = Outcome {
+        summary,
+        config_written,
+        brought_up: observed.is_none(),
+        firewall_changed,
+        ruleset: (dry_run && firewall_changed).then(|| rules.clone()),
+        dry_run,
+        steps,
+    };
+    if dry_run {
+        return Ok(outcome);
+    }
+
+    // The firewall goes first: a new interface never runs a moment without it.
+    let mut outcome = outcome;
+    if firewall::enable_ip_forward()? {
+        outcome.steps.push("switch on IPv4 forwarding".into());
+        outcome.summary.changed = true;
+    }
+    if firewall_changed {
+        nft.apply(&rules)?;
+    }
+
+    if config_written {
+        if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(dir)
+                .map_err(|e| Error::io(dir, e))?;
+        }
+        write_file_atomic(&path, text.as_bytes(), SECRET_MODE)?;
+    }
+    match observed {
+        None => backend.up(iface)?,
+        Some(_) => backend.apply(iface, &plan, &private)?,
+    }
+    Ok(outcome)
+}

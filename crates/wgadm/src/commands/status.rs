@@ -1,0 +1,112 @@
+//! `wgadm status`: who is connected, from where, and how much they moved.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wgadm_core::status::{status, PeerState};
+
+use super::render::load_checked;
+use super::Ctx;
+use crate::error::Result;
+use crate::output;
+
+/// Prints the interface's status as a table or `--json`. Never a key other than public ones.
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let state = {
+        let _lock = ctx.store.lock_shared()?;
+        load_checked(ctx)?
+    };
+    ctx.device.preflight()?;
+    let observed = ctx.device.show(&state.server.interface)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Without nft (or its table) there are no drop counters to show, which is no reason to fail.
+    let drops = ctx.firewall.drop_counters().unwrap_or_default();
+    let st = status(&state, observed.as_ref(), &drops, now, ctx.today);
+    if ctx.json {
+        return output::json(&st);
+    }
+    let mut text = match st.listen_port {
+        Some(port) => format!(
+            "interface {}: up, listening on {port}, {} of {} peers connected\n",
+            st.interface, st.peers_connected, st.peers_total
+        ),
+        None => format!(
+            "interface {}: down (`wgadm apply` brings it up)\n",
+            st.interface
+        ),
+    };
+    let rows: Vec<Vec<String>> = st
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone().unwrap_or_else(|| "(unknown)".into()),
+                p.address.map_or_else(|| "-".into(), |a| a.to_string()),
+                match p.state {
+                    PeerState::Applied if p.connected => "connected".into(),
+                    PeerState::Applied => "idle".into(),
+                    PeerState::NotApplied => "not applied".into(),
+                    PeerState::Disabled => "disabled".into(),
+                    PeerState::Expired => "expired".into(),
+                    PeerState::PendingRemoval => "pending removal".into(),
+                    PeerState::Unknown => "unknown (drift)".into(),
+                },
+                p.endpoint.clone().unwrap_or_else(|| "-".into()),
+                p.handshake_age_seconds.map_or_else(|| "never".into(), ago),
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes),
+                p.denied_packets.to_string(),
+            ]
+        })
+        .collect();
+    text.push_str(&output::table(
+        &[
+            "NAME",
+            "ADDRESS",
+            "STATE",
+            "ENDPOINT",
+            "HANDSHAKE",
+            "RX",
+            "TX",
+            "DENIED",
+        ],
+        &rows,
+    ));
+    output::print(&text)
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}m ago", secs / 60),
+        7200..=172_799 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_units() {
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(1536), "1.5 KiB");
+        assert_eq!(super::ago(59), "59s ago");
+        assert_eq!(super::ago(3600), "60m ago");
+    }
+}

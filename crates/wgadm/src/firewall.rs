@@ -1,0 +1,601 @@
+//! The firewall shell: loads the ruleset `wgadm_core::firewall` renders into the kernel with
+//! `nft`, reads the per-peer drop counters back, and switches IPv4 forwarding on.
+//!
+//! Everything goes through the `nft` program (package nftables) rather than netlink from Rust:
+//! nft parses, validates and batches the script into one transaction, and its error messages
+//! point at the line that is wrong. Only wgadm's table (`inet wgadm`) is ever named, so rules of
+//! others are never touched.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use wgadm_core::firewall::{digest, Counter, DENY_DROPS_SET, TABLE_FAMILY, TABLE_NAME};
+
+/// The per-namespace switch for IPv4 forwarding.
+pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The oldest nft whose features the ruleset uses (see `wgadm_core::firewall`).
+pub const MIN_NFT: (u32, u32, u32) = (0, 9, 7);
+
+/// Longest nft message kept in an error; a refused 5,000-peer script can produce pages.
+const MAX_MESSAGE: usize = 4000;
+
+/// What can go wrong with the firewall. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// The nft program is not installed.
+    #[error(
+        "{program} not found: wgadm's firewall needs nft from the package nftables \
+         (apt-get install nftables)"
+    )]
+    NftMissing {
+        /// The program looked for.
+        program: String,
+    },
+    /// nft is older than the ruleset needs.
+    #[error(
+        "{program} is nftables {found}; wgadm's firewall needs {}.{}.{} or later \
+         (Debian 11 or later): upgrade the package nftables",
+        MIN_NFT.0, MIN_NFT.1, MIN_NFT.2
+    )]
+    TooOld {
+        /// The program asked.
+        program: String,
+        /// The version it reported.
+        found: String,
+    },
+    /// nft may not talk to the kernel's netfilter.
+    #[error(
+        "nft was not allowed to {action}: it needs root (CAP_NET_ADMIN in this network \
+         namespace); run wgadm as root. nft said: {message}"
+    )]
+    NotPermitted {
+        /// What wgadm tried.
+        action: &'static str,
+        /// nft's message.
+        message: String,
+    },
+    /// nft refused the ruleset: nothing of it was loaded.
+    #[error(
+        "nft refused the ruleset, so the firewall in force is unchanged: {message}{hint}\n\
+         `wgadm firewall show > FILE && nft -c -f FILE` shows the same error"
+    )]
+    Refused {
+        /// nft's message, naming the line it refused.
+        message: String,
+        /// What the message likely means, when we can tell.
+        hint: &'static str,
+    },
+    /// Another nft command failed.
+    #[error("nft failed to {action}: {message}")]
+    Nft {
+        /// What wgadm tried.
+        action: &'static str,
+        /// nft's message.
+        message: String,
+    },
+    /// nft could not be started or talked to.
+    #[error("could not run {program}: {source}")]
+    Run {
+        /// The program.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// nft printed something wgadm does not understand.
+    #[error(
+        "could not read nft's listing of {what}: {why}; is this nftables {}.{}.{} or later \
+         built with JSON support?",
+        MIN_NFT.0, MIN_NFT.1, MIN_NFT.2
+    )]
+    Listing {
+        /// What was listed.
+        what: &'static str,
+        /// What was wrong with it.
+        why: String,
+    },
+    /// IPv4 forwarding could not be switched on.
+    #[error("cannot switch IPv4 forwarding on: writing 1 to {}: {source}; {hint}", .path.display())]
+    IpForward {
+        /// The sysctl file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
+/// How wgadm runs nft: `nft` from PATH, or another command (a path, or a wrapper such as
+/// `ip netns exec NS nft` for tests in a network namespace).
+#[derive(Debug, Clone)]
+pub struct Nft {
+    program: PathBuf,
+    prefix: Vec<OsString>,
+}
+
+impl Default for Nft {
+    fn default() -> Self {
+        Nft::new()
+    }
+}
+
+impl Nft {
+    /// `nft` from PATH.
+    pub fn new() -> Self {
+        Nft {
+            program: PathBuf::from("nft"),
+            prefix: Vec::new(),
+        }
+    }
+
+    /// `program` instead of `nft`.
+    pub fn with_program(program: impl Into<PathBuf>) -> Self {
+        Nft {
+            program: program.into(),
+            prefix: Vec::new(),
+        }
+    }
+
+    /// `program ARGS... <nft arguments>`, e.g. `ip netns exec NS nft`.
+    pub fn with_command<I, S>(program: impl Into<PathBuf>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Nft {
+            program: program.into(),
+            prefix: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    fn name(&self) -> String {
+        let mut parts = vec![self.program.display().to_string()];
+        parts.extend(self.prefix.iter().map(|a| a.to_string_lossy().into_owned()));
+        parts.join(" ")
+    }
+
+    /// Runs nft with `args`, feeding `stdin` when given. Messages come in English whatever
+    /// the locale, so they can be recognized.
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<Output, FirewallError> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.prefix)
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| match source.kind() {
+            ErrorKind::NotFound => FirewallError::NftMissing {
+                program: self.name(),
+            },
+            _ => FirewallError::Run {
+                program: self.name(),
+                source,
+            },
+        })?;
+        let run_err = |source| FirewallError::Run {
+            program: self.name(),
+            source,
+        };
+        match (stdin, child.stdin.take()) {
+            (Some(text), Some(mut pipe)) => {
+                // Written from a thread: nft could answer on stderr before it has read all of
+                // a large script, and a full pipe both ways would hang us both.
+                std::thread::scope(|scope| {
+                    let writer = scope.spawn(move || pipe.write_all(text.as_bytes()));
+                    let output = child.wait_with_output().map_err(run_err)?;
+                    match writer.join() {
+                        // nft quitting early (a broken pipe) shows in its exit status.
+                        Ok(Ok(())) | Ok(Err(_)) => Ok(output),
+                        Err(_) => Err(run_err(std::io::Error::other(
+                            "the thread feeding nft failed",
+                        ))),
+                    }
+                })
+            }
+            _ => child.wait_with_output().map_err(run_err),
+        }
+    }
+
+    /// Checks that nft is installed, new enough, and allowed to talk to netfilter. Returns
+    /// the version it reported.
+    pub fn preflight(&self) -> Result<String, FirewallError> {
+        let out = self.run(&["--version"], None)?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            // A wrapper (ip netns exec) exits non-zero when nft itself is missing.
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("No such file") || err.contains("not found") {
+                return Err(FirewallError::NftMissing {
+                    program: self.name(),
+                });
+            }
+            return Err(self.failed("report its version", &out));
+        }
+        let found = parse_version(&text).ok_or_else(|| FirewallError::Listing {
+            what: "nft --version",
+            why: format!("no version in {:?}", text.trim()),
+        })?;
+        if found < MIN_NFT {
+            return Err(FirewallError::TooOld {
+                program: self.name(),
+                found: format!("{}.{}.{}", found.0, found.1, found.2),
+            });
+        }
+        let out = self.run(&["list", "tables"], None)?;
+        if !out.status.success() {
+            return Err(self.failed("list the tables", &out));
+        }
+        Ok(format!("{}.{}.{}", found.0, found.1, found.2))
+    }
+
+    /// The error for a failed nft command other than loading a ruleset.
+    fn failed(&self, action: &'static str, out: &Output) -> FirewallError {
+        let message = message_of(out);
+        if is_not_permitted(&message) {
+            FirewallError::NotPermitted { action, message }
+        } else {
+            FirewallError::Nft { action, message }
+        }
+    }
+
+    /// `nft [-t] list table inet wgadm`, or `None` when the table is not there.
+    fn list_table(&self, terse: bool) -> Result<Option<String>, FirewallError> {
+        let table = [TABLE_FAMILY, TABLE_NAME];
+        let mut args = Vec::new();
+        if terse {
+            args.push("-t");
+        }
+        args.extend(["list", "table"]);
+        args.extend(table);
+        let out = self.run(&args, None)?;
+        if out.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        if is_absent(&out) {
+            return Ok(None);
+        }
+        Err(self.failed("list wgadm's table", &out))
+    }
+
+    /// wgadm's table as the kernel has it (`nft list table inet wgadm`), or `None` when
+    /// there is none.
+    pub fn listing(&self) -> Result<Option<String>, FirewallError> {
+        self.list_table(false)
+    }
+
+    /// The digest of the ruleset in force (from the table's comment), or `None` without a
+    /// table or without a wgadm comment. Reads the rules but not the set elements, so it is
+    /// cheap at any number of peers.
+    pub fn loaded_digest(&self) -> Result<Option<String>, FirewallError> {
+        Ok(self
+            .list_table(true)?
+            .and_then(|text| digest(&text).map(str::to_owned)))
+    }
+
+    /// Puts `ruleset` (from `wgadm_core::firewall::ruleset`) in force. Returns `false` and
+    /// loads nothing when the table in force already carries the same digest, so counters
+    /// survive an apply that changes nothing; otherwise loads it in one transaction and
+    /// returns `true`. When nft refuses it, nothing of it is loaded: the previous ruleset
+    /// stays in force, and the error carries nft's message.
+    ///
+    /// The digest only reflects what wgadm loaded: rules someone added to wgadm's table by
+    /// hand are not noticed until the state changes (or [`Nft::remove`] then apply).
+    pub fn apply(&self, ruleset: &str) -> Result<bool, FirewallError> {
+        if let Some(wanted) = digest(ruleset) {
+            if self.loaded_digest()?.as_deref() == Some(wanted) {
+                return Ok(false);
+            }
+        }
+        // No separate `nft -c` first: `nft -f` is one transaction, all or nothing, and a
+        // check would double the time of a large ruleset.
+        let out = self.run(&["-f", "-"], Some(ruleset))?;
+        if out.status.success() {
+            return Ok(true);
+        }
+        let message = message_of(&out);
+        if is_not_permitted(&message) {
+            return Err(FirewallError::NotPermitted {
+                action: "load the ruleset",
+                message,
+            });
+        }
+        let hint = if message.contains("No such file or directory")
+            || message.contains("Operation not supported")
+            || message.contains("Protocol not supported")
+        {
+            "\n(on a line wgadm wrote, nft says this when the kernel lacks a feature the \
+             line uses, e.g. the module nft_nat, nft_masq or nft_ct is not loaded: load it \
+             on the host, a container cannot)"
+        } else {
+            ""
+        };
+        Err(FirewallError::Refused { message, hint })
+    }
+
+    /// Deletes wgadm's table. Returns whether there was one. Other tables stay as they are.
+    pub fn remove(&self) -> Result<bool, FirewallError> {
+        let out = self.run(&["delete", "table", TABLE_FAMILY, TABLE_NAME], None)?;
+        if out.status.success() {
+            Ok(true)
+        } else if is_absent(&out) {
+            Ok(false)
+        } else {
+            Err(self.failed("delete wgadm's table", &out))
+        }
+    }
+
+    /// Per active peer address, the packets and bytes dropped toward `deny` since the table
+    /// was loaded (or carried over from before, see `Options::carried_drops`). Empty when
+    /// the table is not loaded.
+    pub fn drop_counters(&self) -> Result<BTreeMap<Ipv4Addr, Counter>, FirewallError> {
+        let out = self.run(
+            &[
+                "-j",
+                "list",
+                "set",
+                TABLE_FAMILY,
+                TABLE_NAME,
+                DENY_DROPS_SET,
+            ],
+            None,
+        )?;
+        if !out.status.success() {
+            if is_absent(&out) {
+                return Ok(BTreeMap::new());
+            }
+            return Err(self.failed("list the drop counters", &out));
+        }
+        parse_counters(&out.stdout)
+    }
+}
+
+/// `nftables v1.0.6 (Lester Gooch #5)` -> (1, 0, 6).
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = v.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+    });
+    let major = parts.next()?.ok()?;
+    let minor = parts.next()?.ok()?;
+    let patch = parts.next().and_then(Result::ok).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// nft's stderr (or stdout when stderr is empty), trimmed and cut to a readable length.
+fn message_of(out: &Output) -> String {
+    let text = if out.stderr.is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let text = String::from_utf8_lossy(text);
+    let text = text.trim();
+    if text.len() <= MAX_MESSAGE {
+        return text.to_owned();
+    }
+    let mut cut = MAX_MESSAGE;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let rest = text[cut..].lines().count();
+    format!("{}\n... ({rest} more lines)", &text[..cut])
+}
+
+fn is_not_permitted(message: &str) -> bool {
+    message.contains("Operation not permitted") || message.contains("Permission denied")
+}
+
+/// Whether nft failed because wgadm's table (or its set) does not exist.
+fn is_absent(out: &Output) -> bool {
+    String::from_utf8_lossy(&out.stderr).contains("No such file or directory")
+}
+
+/// The elements of `nft -j list set ...` with their counters.
+fn parse_counters(json: &[u8]) -> Result<BTreeMap<Ipv4Addr, Counter>, FirewallError> {
+    let bad = |why: String| FirewallError::Listing {
+        what: "the drop counters",
+        why,
+    };
+    let value: Value = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    let items = value
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no \"nftables\" array".into()))?;
+    let set = items
+        .iter()
+        .find_map(|i| i.get("set"))
+        .ok_or_else(|| bad("no set in the listing".into()))?;
+    let mut counters = BTreeMap::new();
+    // An empty set has no "elem" at all.
+    let Some(elements) = set.get("elem") else {
+        return Ok(counters);
+    };
+    let elements = elements
+        .as_array()
+        .ok_or_else(|| bad("\"elem\" is not an array".into()))?;
+    for element in elements {
+        // With counters an element is {"elem": {"val": ADDR, "counter": {...}}}; a bare
+        // address (no counter yet) counts as zero.
+        let (addr, counter) = match element {
+            Value::String(a) => (a.as_str(), None),
+            _ => {
+                let inner = element
+                    .get("elem")
+                    .ok_or_else(|| bad(format!("unexpected element {element}")))?;
+                let addr = inner
+                    .get("val")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("element without an address: {element}")))?;
+                (addr, inner.get("counter"))
+            }
+        };
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| bad(format!("{addr:?} is not an IPv4 address")))?;
+        let field = |name: &str| {
+            counter
+                .and_then(|c| c.get(name))
+                .map_or(Some(0), Value::as_u64)
+                .ok_or_else(|| bad(format!("the counter of {addr} has no number of {name}")))
+        };
+        counters.insert(
+            addr,
+            Counter {
+                packets: field("packets")?,
+                bytes: field("bytes")?,
+            },
+        );
+    }
+    Ok(counters)
+}
+
+/// Switches IPv4 forwarding on in this process's network namespace (the setting is per
+/// namespace, so this works in an unprivileged container whose /proc/sys/net is writable).
+/// Returns whether it was off.
+pub fn enable_ip_forward() -> Result<bool, FirewallError> {
+    enable_ip_forward_at(Path::new(IP_FORWARD))
+}
+
+/// [`enable_ip_forward`] on another file, for tests.
+pub fn enable_ip_forward_at(path: &Path) -> Result<bool, FirewallError> {
+    let fail = |source: std::io::Error| {
+        let hint = match source.raw_os_error() {
+            // EROFS
+            Some(30) => {
+                "/proc/sys is mounted read-only here (a container?): give the container \
+                 net.ipv4.ip_forward=1 (LXC: lxc.mount.auto = proc:mixed leaves \
+                 /proc/sys/net writable; docker: --sysctl net.ipv4.ip_forward=1)"
+            }
+            _ if matches!(source.kind(), ErrorKind::PermissionDenied) => {
+                "run wgadm as root (it needs CAP_NET_ADMIN in this network namespace)"
+            }
+            _ if matches!(source.kind(), ErrorKind::NotFound) => {
+                "is /proc mounted? set net.ipv4.ip_forward=1 another way (sysctl -w)"
+            }
+            _ => "set net.ipv4.ip_forward=1 another way (sysctl -w) and run apply again",
+        };
+        FirewallError::IpForward {
+            path: path.to_owned(),
+            source,
+            hint,
+        }
+    };
+    let mut now = String::new();
+    OpenOptions::new()
+        .read(true)
+        .open(path)
+        .and_then(|mut f| f.read_to_string(&mut now))
+        .map_err(fail)?;
+    if now.trim() == "1" {
+        return Ok(false);
+    }
+    // Open for writing only: no create, no truncate, which a procfs file does not need.
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(b"1\n"))
+        .map_err(fail)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            parse_version("nftables v1.0.6 (Lester Gooch #5)\n"),
+            Some((1, 0, 6))
+        );
+        assert_eq!(parse_version("nftables v0.9.8 (E.D.S.)"), Some((0, 9, 8)));
+        assert_eq!(parse_version("nftables v1.1 (x)"), Some((1, 1, 0)));
+        assert_eq!(parse_version("something else"), None);
+        assert!(parse_version("nftables v0.9.6 (x)").unwrap() < MIN_NFT);
+    }
+
+    #[test]
+    fn counters_parse_from_nft_json() {
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "deny_drops", "table": "wgadm", "type": "ipv4_addr", "handle": 5, "elem": [{"elem": {"val": "192.168.100.2", "counter": {"packets": 2, "bytes": 168}}}, {"elem": {"val": "192.168.100.3", "counter": {"packets": 0, "bytes": 0}}}, "192.168.100.4"], "stmt": [{"counter": null}]}}]}"#;
+        let c = parse_counters(json).unwrap();
+        assert_eq!(
+            c[&"192.168.100.2".parse::<Ipv4Addr>().unwrap()],
+            Counter {
+                packets: 2,
+                bytes: 168
+            }
+        );
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c[&"192.168.100.4".parse::<Ipv4Addr>().unwrap()],
+            Counter::default()
+        );
+        let empty = br#"{"nftables": [{"metainfo": {}}, {"set": {"name": "deny_drops", "stmt": [{"counter": null}]}}]}"#;
+        assert!(parse_counters(empty).unwrap().is_empty());
+        let err = parse_counters(b"[]").unwrap_err().to_string();
+        assert!(err.contains("drop counters"), "{err}");
+    }
+
+    #[test]
+    fn ip_forward_switches_on_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ip_forward");
+        std::fs::write(&path, "0\n").unwrap();
+        assert!(enable_ip_forward_at(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+        assert!(!enable_ip_forward_at(&path).unwrap());
+        let err = enable_ip_forward_at(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot switch IPv4 forwarding on") && err.contains("/proc"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_nft_names_the_package() {
+        let err = Nft::with_program("/nonexistent/nft")
+            .preflight()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nftables") && err.contains("apt-get install"),
+            "{err}"
+        );
+        let err = Nft::with_program("/nonexistent/nft")
+            .apply("table inet wgadm {}\n")
+            .unwrap_err();
+        assert!(matches!(err, FirewallError::NftMissing { .. }), "{err}");
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = Output {
+            status: std::process::ExitStatus::from_raw(256),
+            stdout: Vec::new(),
+            stderr: "Error: x\n".repeat(2000).into_bytes(),
+        };
+        let m = message_of(&out);
+        assert!(
+            m.len() < MAX_MESSAGE + 100 && m.ends_with("more lines)"),
+            "{m}"
+        );
+    }
+}
