@@ -176,6 +176,8 @@ pub enum PeerCommand {
     Config(PeerArg),
     /// Print a peer's client config as a QR code for a phone.
     Qr(PeerQrArgs),
+    /// Change a peer's address, access list, keepalive or expiry (its keys stay).
+    Set(PeerSetArgs),
     /// Keep a peer in the state but take it off the server.
     Disable(PeerChangeArgs),
     /// Put a disabled peer back.
@@ -232,6 +234,39 @@ pub struct PeerAddArgs {
     /// Write the client config to this file (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+    /// Apply the change to the live interface right away (as `wgadm apply`).
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// `wgadm peer set`.
+#[derive(Debug, Args)]
+pub struct PeerSetArgs {
+    /// The peer's name.
+    pub name: PeerName,
+    /// A new VPN address.
+    #[arg(long)]
+    pub address: Option<Ipv4Addr>,
+    /// A new access list.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "CIDR,...",
+        conflicts_with = "default_access"
+    )]
+    pub access: Option<Vec<Ipv4Net>>,
+    /// Follow the server's default access list again.
+    #[arg(long)]
+    pub default_access: bool,
+    /// A new PersistentKeepalive for the client, seconds (0: off).
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<u16>,
+    /// A new expiry date (UTC, YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", conflicts_with = "no_expiry")]
+    pub expires: Option<Date>,
+    /// Never expire.
+    #[arg(long)]
+    pub no_expiry: bool,
     /// Apply the change to the live interface right away (as `wgadm apply`).
     #[arg(long)]
     pub apply: bool,

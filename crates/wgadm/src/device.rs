@@ -34,11 +34,27 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/wireguard";
 /// the kernel module is missing (wg-quick's default is `wireguard-go`).
 pub const USERSPACE_ENV: &str = "WG_QUICK_USERSPACE_IMPLEMENTATION";
 
-/// How many bytes of arguments one `wg set` may carry. Linux allows a quarter of the stack limit
-/// (2 MiB with the usual 8 MiB) for arguments and environment together; half of that leaves
-/// room for a large environment. About 9,000 peer changes fit, so a plan for 5,000 peers is one
-/// process.
-const ARG_BUDGET: usize = 1 << 20;
+/// How many bytes of arguments one `wg set` may carry: three quarters of what execve accepts
+/// here after the environment (Linux allows a quarter of the stack limit, at most 6 MiB, for
+/// arguments and environment together). With the usual 8 MiB stack that is about 1.5 MiB:
+/// some 13,000 added peers, or 8,000 added with preshared keys, so a plan for 5,000 peers is
+/// one process.
+fn arg_budget() -> usize {
+    const DEFAULT_STACK: usize = 8 << 20;
+    let stack = fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max stack size"))?;
+            // "Max stack size  8388608  unlimited  bytes": the soft limit is the 4th word.
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .unwrap_or(DEFAULT_STACK);
+    let limit = (stack / 4).min(6 << 20);
+    let env: usize = std::env::vars_os()
+        .map(|(k, v)| k.len() + v.len() + 2 + 8)
+        .sum();
+    (limit.saturating_sub(env) / 4 * 3).max(64 << 10)
+}
 
 /// What went wrong talking to the device. Messages name the interface, the command, what the
 /// tool said, and what to do; they never contain a private or preshared key.
@@ -250,7 +266,7 @@ impl Backend {
             let stderr = String::from_utf8_lossy(&out.stderr);
             // ENODEV: the kernel module is loaded and has no such interface. EPROTONOSUPPORT:
             // no kernel module and no userspace socket of that name, so no such interface
-            // either (checked with wireguard-tools 1.0.20210914 and wireguard-go 0.0.2022).
+            // either (checked with wireguard-tools 1.0.20210914 and wireguard-go 0.0.20220316).
             if stderr.contains("No such device") || stderr.contains("Protocol not supported") {
                 return Ok(None);
             }
@@ -314,7 +330,7 @@ impl Backend {
     }
 
     /// Applies a plan with `wg set`: every change of the plan in one process (a plan larger
-    /// than about 9,000 peer changes is split into several, in order). An empty plan starts
+    /// than some 8,000-13,000 peer changes is split into several, in order). An empty plan starts
     /// nothing. Peers are changed in place, never removed and re-added; the peer list is never
     /// replaced; the private key and listen port are sent only when the plan says so.
     pub fn apply(
@@ -327,7 +343,7 @@ impl Backend {
             return Ok(());
         }
         let dir = self.key_dir.join(format!("wgadm-keys-{}", random_hex()));
-        let (commands, psks) = set_commands(iface, plan, &dir, ARG_BUDGET);
+        let (commands, psks) = set_commands(iface, plan, &dir, arg_budget());
         // Dropped (and removed) only after the last `wg set` has read the files.
         let _key_files = if psks.is_empty() {
             None
@@ -811,7 +827,7 @@ mod tests {
                 Change::Add(desired(6, "192.168.100.6/32", None)),
             ],
         };
-        let (commands, psks) = set_commands(&iface(), &plan, Path::new("/d"), ARG_BUDGET);
+        let (commands, psks) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
         assert_eq!(commands.len(), 1);
         assert!(commands[0].private_key);
         let expected: Vec<String> = [
@@ -875,7 +891,7 @@ mod tests {
                 Change::ListenPort { from: 1, to: 2 },
             ],
         };
-        let (commands, _) = set_commands(&iface(), &plan, Path::new("/d"), ARG_BUDGET);
+        let (commands, _) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
         let args = strings(&commands[0]);
         assert_eq!(&args[..4], ["set", "wg0", "listen-port", "2"]);
         assert!(!commands[0].private_key);
@@ -890,7 +906,7 @@ mod tests {
         let plan = Plan {
             changes: vec![Change::PrivateKey, Change::Add(peer)],
         };
-        let (commands, _) = set_commands(&iface(), &plan, Path::new("/d"), ARG_BUDGET);
+        let (commands, _) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
         let all = strings(&commands[0]).join(" ");
         assert!(!all.contains(psk.expose().as_str()), "{all}");
     }
@@ -922,9 +938,27 @@ mod tests {
     }
 
     #[test]
+    fn five_thousand_new_peers_with_preshared_keys_are_one_process() {
+        let budget = arg_budget();
+        assert!((64 << 10..=6 << 20).contains(&budget), "{budget}");
+        let changes = (0..5000u32)
+            .map(|i| {
+                let mut p = desired(1, "10.0.0.1/32", Some(1));
+                p.public_key = Key::from([(i % 251) as u8; 32]);
+                p.allowed_ips = vec![Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).unwrap()];
+                Change::Add(p)
+            })
+            .collect();
+        let plan = Plan { changes };
+        let dir = Path::new("/dev/shm/wgadm-keys-0123456789abcdef0123456789abcdef");
+        let (commands, psks) = set_commands(&iface(), &plan, dir, 3 << 19);
+        assert_eq!((commands.len(), psks.len()), (1, 5000));
+    }
+
+    #[test]
     fn an_empty_plan_builds_nothing() {
         let plan = Plan::default();
-        let (commands, psks) = set_commands(&iface(), &plan, Path::new("/d"), ARG_BUDGET);
+        let (commands, psks) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
         assert!(commands.is_empty() && psks.is_empty());
     }
 

@@ -654,3 +654,73 @@ fn usage_errors_exit_2() {
     let env = Env::new();
     assert_eq!(env.run(&["peer", "frobnicate"]).code, 2);
 }
+
+#[test]
+fn peer_set_changes_one_peer_within_the_rules() {
+    let env = Env::new();
+    env.init(&[]);
+    env.run(&["peer", "add", "alice"]).ok();
+    env.run(&["peer", "add", "bob"]).ok();
+    env.run(&[
+        "peer",
+        "set",
+        "alice",
+        "--access",
+        "192.168.1.0/24",
+        "--keepalive",
+        "10",
+        "--expires",
+        "2099-12-31",
+    ])
+    .ok();
+    let conf = env.run(&["peer", "config", "alice"]).ok();
+    assert!(
+        conf.contains("AllowedIPs = 192.168.1.0/24\n")
+            && conf.contains("PersistentKeepalive = 10\n"),
+        "{conf}"
+    );
+    assert!(env.read("peers/alice.yml").contains("expires: 2099-12-31"));
+    env.run(&[
+        "peer",
+        "set",
+        "alice",
+        "--default-access",
+        "--no-expiry",
+        "--keepalive",
+        "0",
+    ])
+    .ok();
+    let conf = env.run(&["peer", "config", "alice"]).ok();
+    assert!(
+        conf.contains("AllowedIPs = 192.168.0.0/16\n") && !conf.contains("PersistentKeepalive"),
+        "{conf}"
+    );
+    assert!(!env.read("peers/alice.yml").contains("expires"));
+    refused(
+        &env,
+        &["peer", "set", "alice", "--address", "192.168.100.3"],
+        &["peers/bob.yml: address: 192.168.100.3 is also the address of peer alice"],
+    );
+    refused(
+        &env,
+        &["peer", "set", "alice", "--access", "172.16.10.0/24"],
+        &["overlaps the denied range"],
+    );
+    refused(
+        &env,
+        &["peer", "set", "nobody", "--keepalive", "5"],
+        &["there is no peer nobody"],
+    );
+    assert_eq!(
+        env.run(&[
+            "peer",
+            "set",
+            "alice",
+            "--access",
+            "10.0.0.0/8",
+            "--default-access"
+        ])
+        .code,
+        2
+    );
+}

@@ -8,7 +8,7 @@ use wgadm_core::{ipam, render, Date, Peer, PeerName, State};
 use zeroize::Zeroizing;
 
 use super::Ctx;
-use crate::cli::{PeerAddArgs, PeerCommand, PeerQrArgs, PeerRotateArgs};
+use crate::cli::{PeerAddArgs, PeerCommand, PeerQrArgs, PeerRotateArgs, PeerSetArgs};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::qr::{self, QrFormat};
@@ -23,6 +23,7 @@ pub fn run(ctx: &Ctx, cmd: PeerCommand) -> Result<()> {
         PeerCommand::Show(p) => show(ctx, &p.name),
         PeerCommand::Config(p) => config(ctx, &p.name),
         PeerCommand::Qr(args) => qr(ctx, args),
+        PeerCommand::Set(args) => set(ctx, args),
         PeerCommand::Disable(p) => set_enabled(ctx, &p.name, false, p.apply),
         PeerCommand::Enable(p) => set_enabled(ctx, &p.name, true, p.apply),
         PeerCommand::Remove(p) => remove(ctx, &p.name, p.apply),
@@ -356,6 +357,35 @@ fn set_enabled(ctx: &Ctx, name: &PeerName, enabled: bool, apply: bool) -> Result
     then_apply(ctx, apply)
 }
 
+fn set(ctx: &Ctx, args: PeerSetArgs) -> Result<()> {
+    let _lock = ctx.store.lock_exclusive()?;
+    let (_, peer) = change_peer(ctx, &args.name, |p| {
+        if let Some(a) = args.address {
+            p.address = a;
+        }
+        if args.default_access {
+            p.access = None;
+        }
+        if let Some(access) = args.access {
+            p.access = Some(access);
+        }
+        if let Some(k) = args.keepalive {
+            p.keepalive = k;
+        }
+        if args.no_expiry {
+            p.expires = None;
+        }
+        if let Some(e) = args.expires {
+            p.expires = Some(e);
+        }
+    })?;
+    let mut txn = Txn::default();
+    txn.write(ctx.store.peer_yml(&args.name), to_yaml(&peer)?, PUBLIC_MODE);
+    txn.commit()?;
+    report(ctx, &args.name, "changed")?;
+    then_apply(ctx, args.apply)
+}
+
 fn remove(ctx: &Ctx, name: &PeerName, apply: bool) -> Result<()> {
     let store = &ctx.store;
     let _lock = store.lock_exclusive()?;
@@ -433,6 +463,7 @@ fn report(ctx: &Ctx, name: &PeerName, what: &str) -> Result<()> {
         output::json(&serde_json::json!({ "name": name, "result": what }))
     } else {
         let hint = match what {
+            "changed" => format!("; its client config changes too: hand it out again (`wgadm peer config {name}`)"),
             "rotated" => format!("; hand out the new config (`wgadm peer config {name}`); the old key works until the next apply"),
             _ => String::new(),
         };

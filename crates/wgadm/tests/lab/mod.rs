@@ -186,6 +186,7 @@ impl Lab {
         ip(&["-n", &self.wan, "link", "set", &bridge, "up"]);
 
         let (wan, server) = (self.wan.clone(), self.server.clone());
+        // Roles start with a letter, so the counter ending the tag cannot run into them.
         let to_wan = |lab: &mut Lab, ns: &str, role: &str, addr: Ipv4Addr| {
             let outer = lab.link_name(&format!("w{role}"));
             let inner = lab.link_name(role);
@@ -204,7 +205,7 @@ impl Lab {
         };
         to_wan(self, &server, "s", SERVER_WAN);
         for (i, client) in self.clients.clone().iter().enumerate() {
-            to_wan(self, client, &i.to_string(), client_wan(i));
+            to_wan(self, client, &format!("c{i}"), client_wan(i));
         }
 
         let behind = |lab: &mut Lab, ns: &str, role: &str, gw: Ipv4Addr, hosts: &[Ipv4Addr]| {
@@ -247,16 +248,24 @@ impl Lab {
         ]);
     }
 
-    /// A WireGuard interface name unique on this machine (at most 15 bytes), e.g. for the
-    /// server `wg_name("s")` and for client i `wg_name(&format!("c{i}"))`. Its wireguard-go
+    /// A WireGuard interface name unique on this machine (at most 15 bytes): `wl`, the lab's
+    /// tag and `role`, a letter and at most two more characters, e.g. `wg_name("s")` for the
+    /// server and `wg_name(&format!("c{i}"))` for client i. Its wireguard-go
     /// socket is removed on drop if it is left over.
     pub fn wg_name(&self, role: &str) -> String {
+        assert!(
+            role.starts_with(|c: char| c.is_ascii_alphabetic()),
+            "start the role {role:?} with a letter: the tag before it ends in digits"
+        );
         let name = format!("wl{}{role}", self.tag);
         assert!(
             name.len() <= 15,
             "interface name {name} is too long: use a shorter role"
         );
-        lock(&self.ifaces).push(name.clone());
+        let mut ifaces = lock(&self.ifaces);
+        if !ifaces.contains(&name) {
+            ifaces.push(name.clone());
+        }
         name
     }
 
