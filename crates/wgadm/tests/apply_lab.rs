@@ -116,8 +116,14 @@ impl<'a> Server<'a> {
 }
 
 /// Whether the client in `ns` can complete a handshake now: its tunnel is brought down and up
-/// again (a fresh session), then it tries for `tries` handshake attempts' worth of pings.
-fn fresh_handshake(lab: &Lab, ns: &str, conf: &PathBuf, iface: &str, within: Duration) -> bool {
+/// again (a fresh session), then it pings the server until `within` has passed.
+fn fresh_handshake(
+    lab: &Lab,
+    ns: &str,
+    conf: &std::path::Path,
+    iface: &str,
+    within: Duration,
+) -> bool {
     lab.wg_quick_down(ns, conf);
     lab.wg_quick_up(ns, conf);
     let deadline = Instant::now() + within;
