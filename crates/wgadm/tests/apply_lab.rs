@@ -558,3 +558,88 @@ fn apply_refuses_bad_input_and_changes_nothing() {
     server.ok(&["apply"]);
     assert!(conf.exists() && !no_device(&lab));
 }
+
+#[test]
+#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+fn apply_enforces_access_on_the_server_whatever_the_client_routes() {
+    let lab = Lab::new(2);
+    let server = Server::new(&lab);
+    server.ok(&["peer", "add", "alice"]);
+    server.ok(&["peer", "add", "bob", "--access", "192.168.1.10/32"]);
+    let dry = server.ok(&["apply", "--dry-run"]);
+    assert!(
+        dry.contains("would: load nftables table inet wgadm") && dry.contains("table inet wgadm {"),
+        "{dry}"
+    );
+    assert!(
+        lab.try_run(&lab.server, &["nft", "list", "table", "inet", "wgadm"])
+            .status
+            .code()
+            != Some(0),
+        "dry-run loaded the firewall"
+    );
+    server.ok(&["apply"]);
+    assert_eq!(
+        lab.run(&lab.server, &["sysctl", "-n", "net.ipv4.ip_forward"])
+            .trim(),
+        "1"
+    );
+    assert!(server
+        .ok(&["firewall", "show"])
+        .contains("table inet wgadm {"));
+
+    // Both clients route everything through the tunnel: only the server's rules stand between
+    // them and the DMZ.
+    for (i, peer) in ["alice", "bob"].iter().enumerate() {
+        let text = server.ok(&["peer", "config", peer]);
+        let full: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("AllowedIPs") {
+                    "AllowedIPs = 0.0.0.0/0\n".to_owned()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let conf = lab.write_conf(&lab.wg_name(&format!("c{i}")), &full);
+        lab.wg_quick_up(&lab.clients[i], &conf);
+    }
+    let (alice, bob) = (&lab.clients[0], &lab.clients[1]);
+    lab.wait_for_ping(alice, MGMT_HOSTS[0], Duration::from_secs(5));
+    assert!(lab.ping_once(alice, MGMT_HOSTS[1], Duration::from_secs(2)));
+    for _ in 0..3 {
+        assert!(
+            !lab.ping_once(alice, lab::DMZ_HOST, Duration::from_millis(500)),
+            "alice reached the DMZ"
+        );
+    }
+    assert!(
+        server.status_of("alice")["denied_packets"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+
+    lab.wait_for_ping(bob, MGMT_HOSTS[0], Duration::from_secs(5));
+    assert!(
+        !lab.ping_once(bob, MGMT_HOSTS[1], Duration::from_secs(1)),
+        "bob reached .11 outside his access list"
+    );
+    assert!(
+        !lab.ping_once(bob, VPN_SERVER, Duration::from_secs(1)),
+        "bob reached the server outside his access list"
+    );
+
+    // Widening bob's access list opens .11 at once; alice keeps her path meanwhile.
+    server.ok(&[
+        "peer",
+        "set",
+        "bob",
+        "--access",
+        "192.168.1.0/24",
+        "--apply",
+    ]);
+    assert!(lab.ping_once(bob, MGMT_HOSTS[1], Duration::from_secs(2)));
+    assert!(lab.ping_once(alice, MGMT_HOSTS[0], Duration::from_secs(2)));
+}
