@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build
+.PHONY: demo test lint bench setup build deb
 
 setup:
 	bash scripts/setup.sh
@@ -22,6 +22,11 @@ test: setup
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	cd ansible && ansible-lint
+
+# The Debian package the Ansible role installs (target/debian/wgadm.deb).
+deb: setup
+	$(CARGO) deb -p wgadm --locked --output target/debian/wgadm.deb
 
 bench: build
 	bash scripts/bench.sh

@@ -4,7 +4,9 @@
 set -euo pipefail
 
 apt_packages=(wireguard-tools wireguard-go nftables iproute2 iputils-ping iperf3 zbar-tools procps)
-pip_packages=(ansible-core)
+# The `ansible` bundle brings ansible-core and the community.proxmox collection the Proxmox
+# role uses; ansible-lint checks the collection.
+pip_packages=(ansible==12.3.0 ansible-lint==26.10.1)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -17,7 +19,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! command -v ansible-vault >/dev/null 2>&1; then
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb" >&2
+  cargo install --quiet --locked cargo-deb
+fi
+
+if ! python3 -m pip show ansible ansible-lint >/dev/null 2>&1; then
   echo "setup: installing ${pip_packages[*]}" >&2
   python3 -m pip install --quiet --disable-pip-version-check "${pip_packages[@]}"
 fi

@@ -127,6 +127,9 @@ pub struct InitArgs {
 pub enum FirewallCommand {
     /// Print the ruleset `apply` loads, as an `nft -f` script.
     Show,
+    /// Load the ruleset and switch on IPv4 forwarding, without touching the interface (for
+    /// boot, before the interface comes up: wgadm-firewall.service).
+    Apply,
 }
 
 /// `wgadm apply`.

@@ -287,8 +287,31 @@ impl Backend {
     /// Creates the interface from its config (`wg-quick up`), which the caller has written to
     /// [`Backend::config_path`]. With the default config directory wg-quick gets the interface
     /// name (as `wg-quick@IF` does); otherwise the full path, from which it takes the name.
+    ///
+    /// Where systemd runs and the config is in the default directory, the interface is started
+    /// as the unit `wg-quick@IF` instead, so that systemd knows it is up: `systemctl status`,
+    /// a later `systemctl restart` and the next boot then agree with what apply did.
     pub fn up(&self, iface: &InterfaceName) -> Result<(), DeviceError> {
+        if self.systemd_manages() {
+            let unit = format!("wg-quick@{iface}.service");
+            let args = [OsString::from("start"), unit.into()];
+            let out = run(Command::new("systemctl"), Path::new("systemctl"), &args, None)?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(failed(iface, Path::new("systemctl"), &args, out.status, &stderr, &[]));
+        }
         self.wg_quick("up", iface)
+    }
+
+    /// Whether systemd is the init system and has the wg-quick@ unit for our config directory.
+    fn systemd_manages(&self) -> bool {
+        self.config_dir == Path::new(DEFAULT_CONFIG_DIR)
+            && Path::new("/run/systemd/system").is_dir()
+            && ["/lib/systemd/system", "/usr/lib/systemd/system", "/etc/systemd/system"]
+                .iter()
+                .any(|d| Path::new(d).join("wg-quick@.service").is_file())
     }
 
     /// Removes the interface (`wg-quick down`), with its routes and PostDown commands.

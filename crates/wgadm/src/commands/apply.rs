@@ -42,6 +42,25 @@ pub fn firewall_options() -> Options {
     Options::default()
 }
 
+/// Runs `wgadm firewall apply`: the firewall part of `apply` alone.
+pub fn firewall(ctx: &Ctx) -> Result<()> {
+    let _lock = ctx.store.lock_exclusive()?;
+    let state = load_checked(ctx)?;
+    let nft = &ctx.firewall;
+    nft.preflight()?;
+    let options = Options { carried_drops: nft.drop_counters()?, ..firewall_options() };
+    let forward = firewall::enable_ip_forward()?;
+    let loaded = nft.apply(&ruleset(&state, ctx.today, &options))?;
+    if ctx.json {
+        output::json(&serde_json::json!({ "changed": forward || loaded, "ip_forward_enabled": forward, "ruleset_loaded": loaded }))
+    } else {
+        output::print(match loaded {
+            true => "loaded nftables table inet wgadm\n",
+            false => "nftables table inet wgadm already in force\n",
+        })
+    }
+}
+
 /// Runs `wgadm apply`.
 pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<()> {
     let _lock = ctx.store.lock_exclusive()?;

@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Status => status::run(&ctx),
         Command::Firewall(FirewallCommand::Show) => render::firewall(&ctx),
+        Command::Firewall(FirewallCommand::Apply) => apply::firewall(&ctx),
         Command::Check(args) => check::run(&ctx, args),
         Command::Completions { shell } => {
             let mut out = Vec::new();
