@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::device::Observed;
 use crate::firewall::Counter;
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 pub const CONNECTED_WINDOW: u64 = 180;
 
 /// Where a peer stands between the state and the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerState {
     /// Active in the state and on the device.
@@ -34,7 +34,7 @@ pub enum PeerState {
 }
 
 /// One peer's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// The peer's name; absent for a device peer the state does not know.
     pub name: Option<String>,
@@ -52,7 +52,8 @@ pub struct PeerStatus {
     pub latest_handshake: Option<u64>,
     /// Seconds since that handshake.
     pub handshake_age_seconds: Option<u64>,
-    /// A handshake within [`CONNECTED_WINDOW`].
+    /// A handshake within the connected window ([`CONNECTED_WINDOW`] unless the caller chose
+    /// another, see [`status_within`]).
     pub connected: bool,
     /// Bytes received from it.
     pub rx_bytes: u64,
@@ -63,7 +64,7 @@ pub struct PeerStatus {
 }
 
 /// The interface's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// The interface name.
     pub interface: String,
@@ -88,6 +89,20 @@ pub fn status(
     now: u64,
     today: Date,
 ) -> Status {
+    status_within(state, observed, drops, now, today, CONNECTED_WINDOW)
+}
+
+/// [`status`] with another connected window (seconds): a peer is connected when its latest
+/// handshake is younger than `window`. The daemon takes it from `--connected-window`, so tests
+/// can see a disconnect without waiting three minutes.
+pub fn status_within(
+    state: &State,
+    observed: Option<&Observed>,
+    drops: &BTreeMap<Ipv4Addr, Counter>,
+    now: u64,
+    today: Date,
+    window: u64,
+) -> Status {
     let on_device: HashMap<Key, &crate::device::ObservedPeer> = observed
         .map(|o| o.peers.iter().map(|p| (p.public_key, p)).collect())
         .unwrap_or_default();
@@ -111,6 +126,7 @@ pub fn status(
             p.enabled,
             device,
             now,
+            window,
         ));
     }
     for p in &mut peers {
@@ -129,6 +145,7 @@ pub fn status(
                 false,
                 Some(d),
                 now,
+                window,
             ));
         }
     }
@@ -150,6 +167,7 @@ fn peer_status(
     enabled: bool,
     device: Option<&crate::device::ObservedPeer>,
     now: u64,
+    window: u64,
 ) -> PeerStatus {
     let handshake = device.map(|d| d.latest_handshake).filter(|&t| t > 0);
     let age = handshake.map(|t| now.saturating_sub(t));
@@ -162,7 +180,7 @@ fn peer_status(
         endpoint: device.and_then(|d| d.endpoint.clone()),
         latest_handshake: handshake,
         handshake_age_seconds: age,
-        connected: age.is_some_and(|a| a < CONNECTED_WINDOW),
+        connected: age.is_some_and(|a| a < window),
         rx_bytes: device.map_or(0, |d| d.rx_bytes),
         tx_bytes: device.map_or(0, |d| d.tx_bytes),
         denied_packets: 0,
@@ -232,6 +250,9 @@ mod tests {
         assert_eq!(by("off").latest_handshake, None);
         assert_eq!(st.peers.last().unwrap().state, PeerState::Unknown);
         assert_eq!((st.peers_total, st.peers_connected), (5, 1));
+        // A shorter window: the same handshake is stale sooner.
+        let short = status_within(&s, Some(&observed), &drops, 1000 + 10, today, 10);
+        assert!(!short.peers[0].connected && short.peers_connected == 0);
         let down = status(&s, None, &BTreeMap::new(), 0, today);
         assert!(
             !down.up
