@@ -1,0 +1,458 @@
+#!/usr/bin/env bash
+# wgadm against a live wireguard-go interface (issue 3's benchmark). Prints a table of numbers:
+#   1. `wgadm apply` of 250 new peers onto a running interface, next to `wg syncconf` making the
+#      same change on a twin interface;
+#   2. a one-peer change (one peer added) with 250 and with 5,000 peers configured, the same way,
+#      with a breakdown of what wgadm's apply spends (its nftables step included);
+#   3. the time from `wg-quick up` on a client (config from `wgadm peer config`) to its first
+#      answered ping of the server's VPN address (SC-001);
+#   4. tunnel throughput (iperf3) and RTT next to the plain veth path (SC-004, SC-007).
+# Numbers only: nothing passes or fails on time; it exits non-zero only when something is broken.
+#
+# Runs as root. Everything happens in network namespaces this script creates (names carry its
+# PID, so it can run beside the lab tests) and removes on exit, also on failure: wireguard-go and
+# iperf3 are ended by the PIDs recorded when they started, never by name. Nothing is connected to
+# the host's own network.
+#
+# Knobs: RUNS (repetitions of cheap measurements, 7), RUNS_BIG (at 5,000 peers, 5), RUNS_UP
+# (wg-quick up to first ping, 5), IPERF_SECONDS (5), WGADM (the binary, target/release/wgadm).
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
+for tool in ip wg wg-quick wireguard-go nft iperf3 ping ss python3; do
+  command -v "$tool" >/dev/null || { echo "bench-lab: $tool is missing: run scripts/setup.sh" >&2; exit 1; }
+done
+# The release build of this tree (a no-op when it is up to date), unless WGADM names a binary.
+[ -n "${WGADM:-}" ] || cargo build --release --locked --quiet
+wgadm=$(realpath "${WGADM:-target/release/wgadm}")
+runs=${RUNS:-7} runs_big=${RUNS_BIG:-5} runs_up=${RUNS_UP:-5} iperf_seconds=${IPERF_SECONDS:-5}
+for knob in "RUNS=$runs" "RUNS_BIG=$runs_big" "RUNS_UP=$runs_up" "IPERF_SECONDS=$iperf_seconds"; do
+  [[ ${knob#*=} =~ ^[1-9][0-9]{0,2}$ ]] || { echo "bench-lab: $knob: want a whole number from 1 to 999" >&2; exit 2; }
+done
+# Keys stay plaintext in the throwaway states, whatever the caller's environment says.
+unset ANSIBLE_VAULT_PASSWORD_FILE
+
+id=$$
+work=$(mktemp -d "/tmp/wgadm-bench-lab-$id.XXXXXX") # 0700: configs with private keys go here
+ns_srv=wgbench-$id-srv       # wgadm's server (250 peers), its client and management host
+ns_twin=wgbench-$id-twin     # the same interface driven by wg syncconf
+ns_big=wgbench-$id-big       # wgadm's server with 5,000 peers
+ns_bigtwin=wgbench-$id-btwin # its wg syncconf twin
+ns_cli=wgbench-$id-cli       # a client using the config from `wgadm peer config`
+ns_mgmt=wgbench-$id-mgmt     # a management host behind the server (192.168.1.10)
+namespaces=("$ns_srv" "$ns_twin" "$ns_big" "$ns_bigtwin" "$ns_cli" "$ns_mgmt")
+# WireGuard interface names: wireguard-go's socket /var/run/wireguard/NAME.sock is not
+# namespaced, so they are unique machine-wide (and at most 15 characters).
+if_srv=wgb${id}s if_twin=wgb${id}t if_big=wgb${id}b if_bigtwin=wgb${id}u if_cli=wgb${id}c
+ifaces=("$if_srv" "$if_twin" "$if_big" "$if_bigtwin" "$if_cli")
+background=() # PIDs of the iperf3 servers
+
+# The wireguard-go processes the wrapper below started, by recorded PID and only while that PID
+# still runs `wireguard-go -f IFACE` (so a reused PID is never hit).
+our_wireguard_go() {
+  [ -f "$work/wireguard-go.pids" ] || return 0
+  local pid iface
+  while read -r pid iface; do
+    if [ "$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" = "wireguard-go -f $iface " ]; then
+      echo "$pid"
+    fi
+  done <"$work/wireguard-go.pids"
+}
+
+# The recorded PIDs that still exist as a wireguard-go, running or a zombie (only waited for).
+recorded_wireguard_go() {
+  [ -f "$work/wireguard-go.pids" ] || return 0
+  local pid _
+  while read -r pid _; do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != wireguard-go ] || echo "$pid"
+  done <"$work/wireguard-go.pids"
+}
+
+cleanup() {
+  local status=$? pid ns i
+  set +e
+  trap - EXIT INT TERM
+  for pid in "${background[@]}"; do
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  # TERM first: wireguard-go then removes its interface and socket itself.
+  local wg_pids
+  mapfile -t wg_pids < <(our_wireguard_go)
+  [ ${#wg_pids[@]} -eq 0 ] || kill -TERM "${wg_pids[@]}" 2>/dev/null
+  for i in $(seq 30); do
+    [ -n "$(our_wireguard_go)" ] || break
+    sleep 0.1
+  done
+  mapfile -t wg_pids < <(our_wireguard_go)
+  [ ${#wg_pids[@]} -eq 0 ] || kill -KILL "${wg_pids[@]}" 2>/dev/null
+  # An ended wireguard-go stays a zombie until init reaps it (the wrapper that started it is
+  # gone): wait for that, so nothing of ours is listed once this script has exited.
+  for i in $(seq 50); do
+    [ -n "$(recorded_wireguard_go)" ] || break
+    sleep 0.1
+  done
+  # Anything else still inside our namespaces was started by this script: end it by PID.
+  for ns in "${namespaces[@]}"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+  done
+  for ns in "${namespaces[@]}"; do
+    [ -e "/run/netns/$ns" ] && ip netns del "$ns"
+  done
+  for i in "${ifaces[@]}"; do rm -f "/var/run/wireguard/$i.sock"; done
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() { echo "bench-lab: $*" >&2; exit 1; }
+
+# wg-quick starts this instead of wireguard-go (WG_QUICK_USERSPACE_IMPLEMENTATION): the same
+# program in the foreground, its PID recorded for the cleanup; it returns once the socket exists.
+cat >"$work/wireguard-go" <<WRAP
+#!/bin/sh
+wireguard-go -f "\$1" </dev/null >>"$work/wireguard-go-\$1.log" 2>&1 &
+pid=\$!
+echo "\$pid \$1" >>"$work/wireguard-go.pids"
+i=0
+while [ ! -S "/var/run/wireguard/\$1.sock" ]; do
+  kill -0 "\$pid" 2>/dev/null || { echo "wireguard-go exited:" >&2; cat "$work/wireguard-go-\$1.log" >&2; exit 1; }
+  i=\$((i + 1))
+  [ "\$i" -lt 1000 ] || { echo "wireguard-go made no socket in 10 s" >&2; exit 1; }
+  sleep 0.01
+done
+WRAP
+chmod 755 "$work/wireguard-go"
+export WG_QUICK_USERSPACE_IMPLEMENTATION=$work/wireguard-go
+export WGADM_CONFIG_DIR=$work/wireguard
+state=$work/state big=$work/big # the two wgadm states
+mkdir -p "$work/cfg" "$work/held" "$work/bigheld"
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# Runs a command in namespace $1 with stdout to $2 and prints its wall time in microseconds
+# (measured inside the namespace, so `ip netns exec` itself is not counted). A failure stops the
+# benchmark with the command's error output.
+time_in() {
+  local ns=$1 out=$2
+  shift 2
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  OUT=$out ERR=$work/err ip netns exec "$ns" bash -c '
+    t0=${EPOCHREALTIME//[!0-9]/}
+    "$@" >"$OUT" 2>"$ERR" || { s=$?; echo "bench-lab: failed ($s): $*" >&2; cat "$ERR" >&2; exit 1; }
+    t1=${EPOCHREALTIME//[!0-9]/}
+    echo $((t1 - t0))' time_in "$@"
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+row() {
+  printf '   %-66s %4s %10s' "$1" "$2" "$3"
+  [ -z "${4:-}" ] || printf ' %s' "$4"
+  echo
+}
+heading() { printf '\n%s\n' "$*"; }
+
+# Fails unless wgadm's `--json apply` output in FILE did exactly what is being measured.
+expect_apply() { # file added removed firewall_changed changed
+  python3 - "$@" <<'PY'
+import json, sys
+path, added, removed, fw, changed = sys.argv[1:]
+d = json.load(open(path))
+got = (len(d["added"]), len(d["removed"]), len(d["updated"]), d["firewall_changed"], d["changed"])
+want = (int(added), int(removed), 0, fw == "true", changed == "true")
+if got != want:
+    sys.exit(f"bench-lab: wgadm apply did something else than measured: "
+             f"(added, removed, updated, firewall_changed, changed) = {got}, expected {want}")
+PY
+}
+
+# Peer files written straight to disk (as scripts/bench.sh does): random 32-byte public keys, the
+# addresses after the first `skip` hosts of the subnet.
+make_peers() { # dir count subnet skip
+  python3 - "$@" <<'PY'
+import base64, ipaddress, os, sys
+d, n, subnet, skip = sys.argv[1], int(sys.argv[2]), ipaddress.ip_network(sys.argv[3]), int(sys.argv[4])
+hosts = subnet.hosts()
+for _ in range(skip):
+    next(hosts)
+for i in range(n):
+    key = base64.b64encode(os.urandom(32)).decode()
+    with open(f"{d}/b{i:05}.yml", "w") as f:
+        f.write(f"address: {next(hosts)}\npublic_key: {key}\nkeepalive: 25\nenabled: true\n")
+PY
+}
+
+# The peers of interface $2 in namespace $1 as configured (key, preshared key, allowed IPs,
+# keepalive), sorted: what must be equal on wgadm's interface and its syncconf twin. The first
+# line of the dump holds the private key and is skipped.
+peer_config() { in_ns "$1" wg show "$2" dump | tail -n +2 | cut -f1,2,4,8 | sort; }
+same_peers() { # ns iface twin-ns twin-iface
+  peer_config "$1" "$2" >"$work/a.peers"
+  peer_config "$3" "$4" >"$work/b.peers"
+  cmp -s "$work/a.peers" "$work/b.peers" ||
+    fail "$2 (wgadm) and $4 (wg syncconf) differ after the same change"
+}
+
+# `wg-quick strip` of the wg-quick config of state $1 as it is now (what syncconf reads).
+stripped() { # state name
+  "$wgadm" --state "$1" render >"$work/cfg/$2.conf"
+  chmod 600 "$work/cfg/$2.conf"
+  wg-quick strip "$work/cfg/$2.conf" >"$work/cfg/$2.stripped"
+  echo "$work/cfg/$2.stripped"
+}
+
+wait_socket_gone() { # iface
+  local i
+  for i in $(seq 300); do
+    [ -e "/var/run/wireguard/$1.sock" ] || return 0
+    sleep 0.01
+  done
+  fail "the socket of $1 is still there 3 s after wg-quick down"
+}
+
+# Moves the peer files matching a glob from one directory into another.
+move() { # from glob to
+  # shellcheck disable=SC2086 # the glob is meant to expand
+  mv -t "$3" "$1"/$2
+}
+
+# One change measured both ways, RUNS times. The change moves the peer files matching PATTERN
+# from HELD into STATE/peers: "after" has them in STATE/peers (as it must at the start), "before"
+# in HELD. Per run:
+#   a) from "before" (both interfaces reset, untimed): `wgadm apply` (everything: state, device,
+#      config file, nft table) and `wg syncconf` of the stripped "after" config on the twin;
+#   b) from "before" again: `nft -f` of the "after" ruleset alone, then `wgadm apply` with the
+#      firewall already in sync (its nft part is then reading the table's digest and the drop
+#      counters), then `wgadm apply` with nothing to do.
+# Leaves both interfaces in the "after" state. Sets res_* (medians in microseconds).
+compare() { # runs ns iface state twin-ns twin-iface before.stripped after.stripped after.rules held pattern count
+  local n=$1 ns=$2 iface=$3 st=$4 tns=$5 tif=$6 before=$7 after=$8 rules=$9 held=${10} pattern=${11} count=${12}
+  local full=() sync=() nft=() dev=() noop=() t i
+  for i in $(seq "$n"); do
+    move "$st/peers" "$pattern" "$held"
+    in_ns "$ns" "$wgadm" --state "$st" apply >/dev/null
+    in_ns "$tns" wg syncconf "$tif" "$before"
+    move "$held" "$pattern" "$st/peers"
+    t=$(time_in "$ns" "$work/out" "$wgadm" --state "$st" --json apply)
+    expect_apply "$work/out" "$count" 0 true true
+    full+=("$t")
+    sync+=("$(time_in "$tns" /dev/null wg syncconf "$tif" "$after")")
+    [ "$i" -gt 1 ] || same_peers "$ns" "$iface" "$tns" "$tif"
+
+    move "$st/peers" "$pattern" "$held"
+    in_ns "$ns" "$wgadm" --state "$st" apply >/dev/null
+    move "$held" "$pattern" "$st/peers"
+    nft+=("$(time_in "$ns" /dev/null nft -f "$rules")")
+    t=$(time_in "$ns" "$work/out" "$wgadm" --state "$st" --json apply)
+    expect_apply "$work/out" "$count" 0 false true
+    dev+=("$t")
+    t=$(time_in "$ns" "$work/out" "$wgadm" --state "$st" --json apply)
+    expect_apply "$work/out" 0 0 false false
+    noop+=("$t")
+  done
+  res_full=$(median "${full[@]}") res_sync=$(median "${sync[@]}") res_nft=$(median "${nft[@]}")
+  res_dev=$(median "${dev[@]}") res_noop=$(median "${noop[@]}")
+}
+
+# What `wgadm apply` with nothing to do is made of, each part alone (medians over RUNS), and
+# syncconf the way wg-quick's manual pairs it: `wg syncconf IF <(wg-quick strip IF)`. Call right
+# after `compare` (it reads res_*).
+parts() { # runs ns iface state
+  local n=$1 ns=$2 iface=$3 st=$4 i strip_us
+  local render=() tables=() dump=() digest=() drops=() strip=()
+  for i in $(seq "$n"); do
+    render+=("$(time_in "$ns" /dev/null "$wgadm" --state "$st" render)")
+    tables+=("$(time_in "$ns" /dev/null nft list tables)")
+    dump+=("$(time_in "$ns" /dev/null wg show "$iface" dump)")
+    digest+=("$(time_in "$ns" /dev/null nft -t list table inet wgadm)")
+    drops+=("$(time_in "$ns" /dev/null nft -j list set inet wgadm deny_drops)")
+    strip+=("$(time_in "$ns" /dev/null wg-quick strip "$work/cfg/after-$iface.conf")")
+  done
+  strip_us=$(median "${strip[@]}")
+  row "  of which, alone: wgadm render (load and check the state, render)" "$n" "$(ms "$(median "${render[@]}")") ms"
+  row "  nft list tables (wgadm's nft preflight)" "$n" "$(ms "$(median "${tables[@]}")") ms"
+  row "  nft -j list set inet wgadm deny_drops (the drop counters)" "$n" "$(ms "$(median "${drops[@]}")") ms"
+  row "  nft -t list table inet wgadm (the digest of the table)" "$n" "$(ms "$(median "${digest[@]}")") ms"
+  row "  wg show IF dump (the device)" "$n" "$(ms "$(median "${dump[@]}")") ms"
+  row "wg-quick strip of the config (syncconf's input, not in its time)" "$n" "$(ms "$strip_us") ms"
+  row "ratio wgadm apply / (wg-quick strip + wg syncconf)" "" "$(ratio "$res_full" $((strip_us + res_sync)))" "(syncconf as wg-quick(8) pairs it)"
+}
+
+report_compare() { # runs label
+  local n=$1 label=$2
+  row "wgadm apply, all included (state, device, config file, nft reload)" "$n" "$(ms "$res_full") ms"
+  row "wg syncconf of the stripped config (made beforehand)" "$n" "$(ms "$res_sync") ms"
+  row "ratio wgadm apply / wg syncconf" "" "$(ratio "$res_full" "$res_sync")" "($label; target <= 1)"
+  row "  nft -f of the new ruleset alone (wgadm's firewall reload)" "$n" "$(ms "$res_nft") ms"
+  row "  wgadm apply with the firewall already in sync (nft reads only)" "$n" "$(ms "$res_dev") ms" "(ratio to syncconf $(ratio "$res_dev" "$res_sync"))"
+  row "  wgadm apply with nothing to do (reads and compares only)" "$n" "$(ms "$res_noop") ms"
+}
+
+# ---------------------------------------------------------------------------------------------
+echo "bench-lab: building the lab (namespaces wgbench-$id-*)" >&2
+for ns in "${namespaces[@]}"; do
+  ip netns add "$ns"
+  in_ns "$ns" ip link set lo up
+done
+# client eth0 198.51.100.11 <-> server eth0 198.51.100.1; server eth1 192.168.1.1 <-> mgmt .10
+ip link add eth0 netns "$ns_srv" type veth peer name eth0 netns "$ns_cli"
+in_ns "$ns_srv" ip addr add 198.51.100.1/24 dev eth0
+in_ns "$ns_srv" ip link set eth0 up
+in_ns "$ns_cli" ip addr add 198.51.100.11/24 dev eth0
+in_ns "$ns_cli" ip link set eth0 up
+ip link add eth1 netns "$ns_srv" type veth peer name eth0 netns "$ns_mgmt"
+in_ns "$ns_srv" ip addr add 192.168.1.1/24 dev eth1
+in_ns "$ns_srv" ip link set eth1 up
+in_ns "$ns_mgmt" ip addr add 192.168.1.10/24 dev eth0
+in_ns "$ns_mgmt" ip link set eth0 up
+in_ns "$ns_mgmt" ip route add default via 192.168.1.1
+
+# The 250-peer server and its twin, both running with no peers.
+"$wgadm" --state "$state" init --endpoint 198.51.100.1 --interface "$if_srv" >/dev/null
+in_ns "$ns_srv" "$wgadm" --state "$state" apply >/dev/null
+base=$(stripped "$state" "base-$if_srv")
+cp "$work/cfg/base-$if_srv.conf" "$work/cfg/$if_twin.conf"
+in_ns "$ns_twin" wg-quick up "$work/cfg/$if_twin.conf" 2>"$work/wg-quick.log" ||
+  { cat "$work/wg-quick.log" >&2; fail "wg-quick up of the syncconf twin failed"; }
+make_peers "$state/peers" 250 192.168.100.0/24 1 # .2 to .251
+all250=$(stripped "$state" "all-$if_srv")
+"$wgadm" --state "$state" firewall show >"$work/cfg/all-$if_srv.rules"
+
+cpus=$(nproc)
+read -r load _ </proc/loadavg
+printf 'wgadm lab benchmark: %s, %s, kernel %s, %s CPUs, load average %s at start\n' \
+  "$(wireguard-go --version | awk 'NR == 1 { print $1, $2 }')" "$(nft --version | awk '{ print $1, $2 }')" \
+  "$(uname -r)" "$cpus" "$load"
+echo "Times: median wall time of each command, from its start to its exit, inside the namespace."
+echo "wgadm apply always includes reading the state and the device, writing the wg-quick config"
+echo "when it changed, and its nftables step (table inet wgadm); wg syncconf only sets the device."
+printf '\n   %-66s %4s %10s\n' "" "runs" "median"
+
+heading "1. 250 new peers onto a running interface with no peers"
+compare "$runs" "$ns_srv" "$if_srv" "$state" "$ns_twin" "$if_twin" "$base" "$all250" \
+  "$work/cfg/all-$if_srv.rules" "$work/held" 'b*.yml' 250
+report_compare "$runs" "250 new peers"
+ratio_250new=$(ratio "$res_full" "$res_sync")
+
+heading "2a. one peer added with 250 peers configured"
+"$wgadm" --state "$state" peer add bench-new --public-key "$(head -c 32 /dev/urandom | base64)" >/dev/null
+after=$(stripped "$state" "after-$if_srv")
+"$wgadm" --state "$state" firewall show >"$work/cfg/after-$if_srv.rules"
+compare "$runs" "$ns_srv" "$if_srv" "$state" "$ns_twin" "$if_twin" "$all250" "$after" \
+  "$work/cfg/after-$if_srv.rules" "$work/held" 'bench-new.yml' 1
+report_compare "$runs" "one of 251"
+ratio_250=$(ratio "$res_full" "$res_sync") dev_250=$(ratio "$res_dev" "$res_sync")
+parts "$runs" "$ns_srv" "$if_srv" "$state"
+
+heading "2b. one peer added with 5,000 peers configured"
+"$wgadm" --state "$big" init --endpoint 198.51.100.1 --interface "$if_big" --subnet 10.77.0.0/16 >/dev/null
+in_ns "$ns_big" "$wgadm" --state "$big" apply >/dev/null
+stripped "$big" "base-$if_big" >/dev/null
+cp "$work/cfg/base-$if_big.conf" "$work/cfg/$if_bigtwin.conf"
+in_ns "$ns_bigtwin" wg-quick up "$work/cfg/$if_bigtwin.conf" 2>"$work/wg-quick.log" ||
+  { cat "$work/wg-quick.log" >&2; fail "wg-quick up of the 5,000-peer syncconf twin failed"; }
+make_peers "$big/peers" 5000 10.77.0.0/16 1
+big5000=$(stripped "$big" "all-$if_big")
+t_full=$(time_in "$ns_big" "$work/out" "$wgadm" --state "$big" --json apply)
+expect_apply "$work/out" 5000 0 true true
+t_sync=$(time_in "$ns_bigtwin" /dev/null wg syncconf "$if_bigtwin" "$big5000")
+same_peers "$ns_big" "$if_big" "$ns_bigtwin" "$if_bigtwin"
+row "(setup) wgadm apply of 5,000 new peers onto no peers" 1 "$(ms "$t_full") ms"
+row "(setup) wg syncconf of the same" 1 "$(ms "$t_sync") ms" "(ratio $(ratio "$t_full" "$t_sync"))"
+"$wgadm" --state "$big" peer add bench-new --public-key "$(head -c 32 /dev/urandom | base64)" >/dev/null
+after=$(stripped "$big" "after-$if_big")
+"$wgadm" --state "$big" firewall show >"$work/cfg/after-$if_big.rules"
+compare "$runs_big" "$ns_big" "$if_big" "$big" "$ns_bigtwin" "$if_bigtwin" "$big5000" "$after" \
+  "$work/cfg/after-$if_big.rules" "$work/bigheld" 'bench-new.yml' 1
+report_compare "$runs_big" "one of 5,001"
+ratio_5000=$(ratio "$res_full" "$res_sync") dev_5000=$(ratio "$res_dev" "$res_sync")
+parts "$runs_big" "$ns_big" "$if_big" "$big"
+
+heading "3. wg-quick up on a client (config from wgadm peer config) to its first answered ping (SC-001)"
+"$wgadm" --state "$state" peer add client >/dev/null
+in_ns "$ns_srv" "$wgadm" --state "$state" --json apply >"$work/out"
+expect_apply "$work/out" 1 0 true true
+client_conf=$work/cfg/$if_cli.conf
+(umask 077 && "$wgadm" --state "$state" peer config client >"$client_conf")
+ups=() pings=()
+for _ in $(seq "$runs_up"); do
+  wait_socket_gone "$if_cli"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  read -r up total < <(ip netns exec "$ns_cli" bash -c '
+    t0=${EPOCHREALTIME//[!0-9]/}
+    wg-quick up "$1" 2>"$2" || { cat "$2" >&2; exit 1; }
+    t1=${EPOCHREALTIME//[!0-9]/}
+    ping -n -q -c 1 -w 5 -i 0.05 192.168.100.1 >/dev/null || { echo "no answer within 5 s" >&2; exit 1; }
+    t2=${EPOCHREALTIME//[!0-9]/}
+    echo $((t1 - t0)) $((t2 - t0))' up "$client_conf" "$work/wg-quick.log") ||
+    fail "the client could not reach the server's VPN address"
+  ups+=("$up") pings+=("$total")
+  in_ns "$ns_cli" wg-quick down "$client_conf" 2>/dev/null
+done
+t_first=$(median "${pings[@]}")
+row "wg-quick up alone (starts wireguard-go, addresses, routes)" "$runs_up" "$(ms "$(median "${ups[@]}")") ms"
+row "wg-quick up until the first answered ping of 192.168.100.1" "$runs_up" "$(ms "$t_first") ms" \
+  "(min $(ms "$(printf '%s\n' "${pings[@]}" | sort -n | head -1)"), max $(ms "$(printf '%s\n' "${pings[@]}" | sort -n | tail -1)"); target < 5000 ms)"
+
+heading "4. throughput (iperf3, one stream, ${iperf_seconds} s) and RTT (ping -c 20 -i 0.05), client to ..."
+wait_socket_gone "$if_cli"
+in_ns "$ns_cli" wg-quick up "$client_conf" 2>"$work/wg-quick.log" ||
+  { cat "$work/wg-quick.log" >&2; fail "wg-quick up of the client failed"; }
+for ns in "$ns_srv" "$ns_mgmt"; do
+  ip netns exec "$ns" iperf3 -s -p 5201 >"$work/iperf3-$ns.log" 2>&1 &
+  background+=("$!")
+done
+for ns in "$ns_srv" "$ns_mgmt"; do
+  for i in $(seq 200); do
+    [ -z "$(in_ns "$ns" ss -Hltn 'sport = :5201')" ] || break
+    [ "$i" -lt 200 ] || fail "iperf3 does not listen in $ns: $(cat "$work/iperf3-$ns.log")"
+    sleep 0.02
+  done
+done
+in_ns "$ns_cli" ping -n -q -c 3 -i 0.05 -w 5 192.168.1.10 >/dev/null || fail "no ping through the tunnel to 192.168.1.10"
+rtt() { # address: "average median max" RTT in ms of 20 pings (one stall moves only the average)
+  in_ns "$ns_cli" ping -n -c 20 -i 0.05 -w 10 "$1" >"$work/ping.out" || fail "ping $1 failed: $(cat "$work/ping.out")"
+  sed -n 's/.* time=\([0-9.]*\) ms.*/\1/p' "$work/ping.out" | sort -n |
+    awk '{ t[NR] = $1; sum += $1 } END { if (NR) printf "%.3f %.3f %.3f\n", sum / NR, t[int((NR + 1) / 2)], t[NR] }'
+}
+mbits() { # address: receiver's Mbit/s
+  local result
+  in_ns "$ns_cli" timeout $((iperf_seconds + 30)) iperf3 -c "$1" -p 5201 -t "$iperf_seconds" -f m \
+    >"$work/iperf3.out" 2>&1 || fail "iperf3 to $1 failed: $(cat "$work/iperf3.out")"
+  result=$(awk '/receiver/ { print $(NF - 2) }' "$work/iperf3.out")
+  awk -v r="$result" 'BEGIN { exit !(r > 0) }' || fail "iperf3 to $1 moved nothing: $(cat "$work/iperf3.out")"
+  echo "$result"
+}
+read -r rtt_veth med_veth max_veth < <(rtt 198.51.100.1) || fail "no RTT to 198.51.100.1"
+read -r rtt_tun med_tun max_tun < <(rtt 192.168.100.1) || fail "no RTT to 192.168.100.1"
+read -r rtt_mgmt med_mgmt max_mgmt < <(rtt 192.168.1.10) || fail "no RTT to 192.168.1.10"
+bw_veth=$(mbits 198.51.100.1)
+bw_tun=$(mbits 192.168.100.1)
+bw_mgmt=$(mbits 192.168.1.10)
+for value in "$rtt_veth" "$rtt_tun" "$rtt_mgmt" "$bw_veth" "$bw_tun" "$bw_mgmt"; do
+  [ -n "$value" ] || fail "could not read ping's RTT or iperf3's throughput"
+done
+printf '   %-44s %8s %10s %10s %10s\n' "" "Mbit/s" "RTT avg" "median" "max ms"
+printf '   %-44s %8s %10s %10s %10s\n' "server over the plain veth (198.51.100.1)" "$bw_veth" "$rtt_veth" "$med_veth" "$max_veth"
+printf '   %-44s %8s %10s %10s %10s\n' "server's VPN address (192.168.100.1)" "$bw_tun" "$rtt_tun" "$med_tun" "$max_tun"
+printf '   %-44s %8s %10s %10s %10s\n' "management host (192.168.1.10), forwarded" "$bw_mgmt" "$rtt_mgmt" "$med_mgmt" "$max_mgmt"
+echo "   (through the tunnel: wireguard-go at both ends; to the management host also the server's"
+echo "   forwarding through table inet wgadm and its masquerade)"
+in_ns "$ns_cli" wg-quick down "$client_conf" 2>/dev/null
+
+overhead=$(awk -v a="$rtt_tun" -v b="$rtt_veth" 'BEGIN { printf "%.3f", a - b }')
+overhead_med=$(awk -v a="$med_tun" -v b="$med_veth" 'BEGIN { printf "%.3f", a - b }')
+heading "Targets (reported, not judged here)"
+row "SC-001 wg-quick up to first answered ping < 5 s" "" "$(ms "$t_first") ms"
+row "SC-004 tunnel throughput >= 100 Mbit/s" "" "$bw_tun Mbit/s"
+row "SC-007 RTT overhead of the tunnel < 10 ms (averages)" "" "$overhead ms" "(medians: $overhead_med ms)"
+row "wgadm apply / wg syncconf <= 1: 250 new peers" "" "$ratio_250new"
+row "  one peer added at 250 peers (firewall in sync: $dev_250)" "" "$ratio_250"
+row "  one peer added at 5,000 peers (firewall in sync: $dev_5000)" "" "$ratio_5000"
+read -r load _ </proc/loadavg
+echo "(load average $load at the end: other work on this machine inflates every number above)"
