@@ -30,7 +30,8 @@
 //! - `vpn_to_server`: `deny` first, then replies, then `access` (so the default 192.168.0.0/16
 //!   reaches the server's VPN address, a peer limited to one host does not), then drop.
 //! - `denied`: optional rate-limited log, then drop, counted per peer in `deny_drops`.
-//! - `output` (only with handshake logging): copies handshake responses to NFLOG.
+//! - `output` (only with handshake logging): copies handshake responses and cookie replies to
+//!   NFLOG.
 //! - `postrouting` (nat, only with `nat: masquerade`): masquerades VPN traffic toward the
 //!   access networks.
 //!
@@ -90,9 +91,19 @@ pub struct Counter {
 pub struct HandshakeLog {
     /// The group that gets handshake initiations (type 1, 148 bytes).
     pub initiation_group: u16,
-    /// The group that gets handshake responses (type 2, 92 bytes).
+    /// The group that gets handshake responses (type 2, 92 bytes) and cookie replies (type 3,
+    /// 64 bytes: "under load, retry with this cookie", which is an answer, not a refusal).
     pub response_group: u16,
 }
+
+/// The groups `wgadm apply` loads and `wgadm daemon` reads: 51820 for initiations, 51821 for
+/// responses. Fixed numbers (the WireGuard port as a mnemonic; they do not follow
+/// `listen_port`), far from the low groups other NFLOG users such as ulogd take by default.
+/// Each group has one reader per network namespace: another program must not bind them.
+pub const HANDSHAKE_LOG: HandshakeLog = HandshakeLog {
+    initiation_group: 51820,
+    response_group: 51821,
+};
 
 /// Where dropped packets toward `deny` are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,10 +337,12 @@ fn render(state: &State, today: Date, options: &Options, counters: bool) -> (Str
             out,
             "\n\tchain output {{\n\
              \t\ttype filter hook output priority filter; policy accept;\n\
-             \t\tudp sport {port} udp length 100 @th,64,32 0x02000000 log group {} \
+             \t\tudp sport {port} udp length 100 @th,64,32 0x02000000 log group {g} \
              comment \"handshake responses\"\n\
+             \t\tudp sport {port} udp length 72 @th,64,32 0x03000000 log group {g} \
+             comment \"cookie replies\"\n\
              \t}}\n",
-            h.response_group
+            g = h.response_group
         );
     }
 
@@ -608,6 +621,10 @@ mod tests {
         position(
             &text,
             "udp sport 51820 udp length 100 @th,64,32 0x02000000 log group 8 comment \"handshake responses\"",
+        );
+        position(
+            &text,
+            "udp sport 51820 udp length 72 @th,64,32 0x03000000 log group 8 comment \"cookie replies\"",
         );
         position(
             &text,

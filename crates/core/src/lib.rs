@@ -9,13 +9,18 @@ pub mod check;
 pub mod conf;
 pub mod date;
 pub mod device;
+pub mod events;
 pub mod firewall;
 pub mod ipam;
 pub mod key;
+pub mod metrics;
 pub mod model;
 pub mod name;
+pub mod netbox;
 pub mod plan;
+pub mod refused;
 pub mod render;
+pub mod snapshot;
 pub mod status;
 #[cfg(test)]
 mod testing;

@@ -125,8 +125,7 @@ pub fn status_within(
             state,
             p.enabled,
             device,
-            now,
-            window,
+            When { now, window },
         ));
     }
     for p in &mut peers {
@@ -144,8 +143,7 @@ pub fn status_within(
                 PeerState::Unknown,
                 false,
                 Some(d),
-                now,
-                window,
+                When { now, window },
             ));
         }
     }
@@ -159,6 +157,13 @@ pub fn status_within(
     }
 }
 
+/// The time of an observation and the connected window, both in seconds.
+#[derive(Clone, Copy)]
+struct When {
+    now: u64,
+    window: u64,
+}
+
 fn peer_status(
     name: Option<String>,
     address: Option<Ipv4Addr>,
@@ -166,9 +171,9 @@ fn peer_status(
     state: PeerState,
     enabled: bool,
     device: Option<&crate::device::ObservedPeer>,
-    now: u64,
-    window: u64,
+    when: When,
 ) -> PeerStatus {
+    let When { now, window } = when;
     let handshake = device.map(|d| d.latest_handshake).filter(|&t| t > 0);
     let age = handshake.map(|t| now.saturating_sub(t));
     PeerStatus {

@@ -60,12 +60,18 @@ pub enum Command {
     /// Bring the live interface to the state: only what differs changes, nobody else is cut off.
     Apply(ApplyArgs),
     /// Show the live interface: who is connected, from where, and how much they moved.
-    Status,
+    Status(StatusArgs),
+    /// Watch the live interface: log who connects, roams, leaves and is refused, write a status
+    /// snapshot for monitoring, serve Prometheus metrics (run by systemd as wgadm.service).
+    Daemon(crate::daemon::DaemonArgs),
     /// The nftables ruleset wgadm enforces (table inet wgadm).
     #[command(subcommand)]
     Firewall(FirewallCommand),
     /// Validate the state and report every problem at once.
     Check(CheckArgs),
+    /// Keep NetBox in step with the state: the VPN prefix, the server VM, its tunnel, every peer.
+    #[command(subcommand)]
+    Netbox(NetboxCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -138,6 +144,19 @@ pub struct ApplyArgs {
     /// Print the exact plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `wgadm status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Read the snapshot `wgadm daemon` writes instead of the device (no root needed).
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        default_missing_value = crate::daemon::snapshot::DEFAULT_PATH
+    )]
+    pub from_snapshot: Option<PathBuf>,
 }
 
 /// `--nat`.
@@ -237,6 +256,14 @@ pub struct PeerAddArgs {
     /// Write the client config to this file (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+    /// Where the address comes from: the lowest free one in the state, or the next free one
+    /// of the VPN prefix in NetBox (taken atomically there, so two administrators never get
+    /// the same address; the new IP address is then the peer's record in NetBox).
+    #[arg(long, value_enum, default_value = "local", conflicts_with = "address")]
+    pub ipam: IpamArg,
+    /// NetBox, for --ipam netbox.
+    #[command(flatten)]
+    pub netbox: NetboxArgs,
     /// Apply the change to the live interface right away (as `wgadm apply`).
     #[arg(long)]
     pub apply: bool,
@@ -303,4 +330,74 @@ pub struct PeerRotateArgs {
 
 fn parse_key(s: &str) -> Result<Key, String> {
     Key::parse(s).map_err(|e| format!("the public key {e}"))
+}
+
+/// `--ipam`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IpamArg {
+    /// The lowest free address of the subnet in the state.
+    Local,
+    /// The next free address of the VPN prefix in NetBox.
+    Netbox,
+}
+
+/// `wgadm netbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetboxCommand {
+    /// Make NetBox match the state: the VPN prefix, the server as a virtual machine (in a
+    /// cluster of type LXC) with interfaces eth0 and wg0 and its VPN address, a WireGuard
+    /// tunnel with the server as hub, and one IP address per peer (active, or deprecated when
+    /// disabled or expired). Only objects tagged wgadm are changed or deleted.
+    Sync(NetboxSyncArgs),
+}
+
+/// Where NetBox is and its API token. The token itself is never an argument: it comes from a
+/// file or from WGADM_NETBOX_TOKEN (or NETBOX_TOKEN).
+#[derive(Debug, Clone, Args)]
+pub struct NetboxArgs {
+    /// NetBox's URL, e.g. https://netbox.example.com.
+    #[arg(
+        long = "netbox-url",
+        visible_alias = "url",
+        env = "WGADM_NETBOX_URL",
+        value_name = "URL"
+    )]
+    pub url: Option<String>,
+    /// A file holding the NetBox API token [default: the token in WGADM_NETBOX_TOKEN or NETBOX_TOKEN].
+    #[arg(
+        long = "netbox-token-file",
+        visible_alias = "token-file",
+        env = "WGADM_NETBOX_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `wgadm netbox sync`.
+#[derive(Debug, Args)]
+pub struct NetboxSyncArgs {
+    /// NetBox.
+    #[command(flatten)]
+    pub netbox: NetboxArgs,
+    /// Print the exact plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The virtual machine that is the server (the LXC container).
+    #[arg(long, default_value = "wireguard", value_name = "NAME")]
+    pub vm_name: String,
+    /// The cluster the virtual machine is in (created when missing).
+    #[arg(long, default_value = "proxmox", value_name = "NAME")]
+    pub cluster: String,
+    /// The type of a cluster wgadm creates.
+    #[arg(long, default_value = "LXC", value_name = "NAME")]
+    pub cluster_type: String,
+    /// The site of the cluster and the prefix (created when missing; NetBox 4.2 or later).
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
+    /// The Proxmox container id (e.g. 90 for CT 90), kept in the VM's custom field wgadm_vmid.
+    #[arg(long, value_name = "ID")]
+    pub vmid: Option<u32>,
+    /// The tunnel's name [default: VM-NAME-INTERFACE, e.g. wireguard-wg0].
+    #[arg(long, value_name = "NAME")]
+    pub tunnel: Option<String>,
 }

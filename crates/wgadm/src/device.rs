@@ -295,12 +295,24 @@ impl Backend {
         if self.systemd_manages() {
             let unit = format!("wg-quick@{iface}.service");
             let args = [OsString::from("start"), unit.into()];
-            let out = run(Command::new("systemctl"), Path::new("systemctl"), &args, None)?;
+            let out = run(
+                Command::new("systemctl"),
+                Path::new("systemctl"),
+                &args,
+                None,
+            )?;
             if out.status.success() {
                 return Ok(());
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(failed(iface, Path::new("systemctl"), &args, out.status, &stderr, &[]));
+            return Err(failed(
+                iface,
+                Path::new("systemctl"),
+                &args,
+                out.status,
+                &stderr,
+                &[],
+            ));
         }
         self.wg_quick("up", iface)
     }
@@ -309,9 +321,13 @@ impl Backend {
     fn systemd_manages(&self) -> bool {
         self.config_dir == Path::new(DEFAULT_CONFIG_DIR)
             && Path::new("/run/systemd/system").is_dir()
-            && ["/lib/systemd/system", "/usr/lib/systemd/system", "/etc/systemd/system"]
-                .iter()
-                .any(|d| Path::new(d).join("wg-quick@.service").is_file())
+            && [
+                "/lib/systemd/system",
+                "/usr/lib/systemd/system",
+                "/etc/systemd/system",
+            ]
+            .iter()
+            .any(|d| Path::new(d).join("wg-quick@.service").is_file())
     }
 
     /// Removes the interface (`wg-quick down`), with its routes and PostDown commands.

@@ -39,6 +39,9 @@ pub enum Error {
     /// A QR code could not be made.
     #[error(transparent)]
     Qr(#[from] crate::qr::QrError),
+    /// NetBox could not be reached or refused a change.
+    #[error(transparent)]
+    Netbox(#[from] crate::netbox::NetboxError),
 }
 
 fn problems_text(problems: &[Problem]) -> String {

@@ -3,9 +3,11 @@
 
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod device;
 pub mod error;
 pub mod firewall;
+pub mod netbox;
 pub mod output;
 pub mod qr;
 pub mod secrets;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 
 use serde::Serialize;
-use wgadm_core::firewall::{digest, ruleset, Options};
+use wgadm_core::firewall::{digest, ruleset, Options, HANDSHAKE_LOG};
 use wgadm_core::plan::{plan, Desired, Plan, Summary};
 
 use super::render::{load_checked, preshared_keys};
@@ -37,9 +37,15 @@ pub struct Outcome {
     pub steps: Vec<String>,
 }
 
-/// The firewall options of this version: handshake logging arrives with the daemon.
+/// The firewall options of this version: handshake initiations and responses are copied to
+/// the NFLOG groups of [`HANDSHAKE_LOG`] (51820 and 51821), which `wgadm daemon` reads to
+/// count refused handshakes. Without a reader the copies cost next to nothing: the kernel
+/// drops them at once.
 pub fn firewall_options() -> Options {
-    Options::default()
+    Options {
+        handshake_log: Some(HANDSHAKE_LOG),
+        ..Options::default()
+    }
 }
 
 /// Runs `wgadm firewall apply`: the firewall part of `apply` alone.
@@ -48,11 +54,16 @@ pub fn firewall(ctx: &Ctx) -> Result<()> {
     let state = load_checked(ctx)?;
     let nft = &ctx.firewall;
     nft.preflight()?;
-    let options = Options { carried_drops: nft.drop_counters()?, ..firewall_options() };
+    let options = Options {
+        carried_drops: nft.drop_counters()?,
+        ..firewall_options()
+    };
     let forward = firewall::enable_ip_forward()?;
     let loaded = nft.apply(&ruleset(&state, ctx.today, &options))?;
     if ctx.json {
-        output::json(&serde_json::json!({ "changed": forward || loaded, "ip_forward_enabled": forward, "ruleset_loaded": loaded }))
+        output::json(
+            &serde_json::json!({ "changed": forward || loaded, "ip_forward_enabled": forward, "ruleset_loaded": loaded }),
+        )
     } else {
         output::print(match loaded {
             true => "loaded nftables table inet wgadm\n",

@@ -4,6 +4,7 @@
 mod apply;
 mod check;
 mod init;
+mod netbox;
 mod peer;
 mod render;
 mod status;
@@ -55,10 +56,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Peer(cmd) => peer::run(&ctx, cmd),
         Command::Render => render::run(&ctx),
         Command::Apply(args) => apply::run(&ctx, args),
-        Command::Status => status::run(&ctx),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::Daemon(args) => crate::daemon::run(&ctx, args),
         Command::Firewall(FirewallCommand::Show) => render::firewall(&ctx),
         Command::Firewall(FirewallCommand::Apply) => apply::firewall(&ctx),
         Command::Check(args) => check::run(&ctx, args),
+        Command::Netbox(cmd) => netbox::run(&ctx, cmd),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "wgadm", &mut out);

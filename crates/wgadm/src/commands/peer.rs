@@ -4,12 +4,13 @@ use std::io::IsTerminal;
 
 use serde::Serialize;
 use wgadm_core::check::new_problems;
-use wgadm_core::{ipam, render, Date, Peer, PeerName, State};
+use wgadm_core::{ipam, render, Date, Peer, PeerName, Secret, State};
 use zeroize::Zeroizing;
 
 use super::Ctx;
-use crate::cli::{PeerAddArgs, PeerCommand, PeerQrArgs, PeerRotateArgs, PeerSetArgs};
+use crate::cli::{IpamArg, PeerAddArgs, PeerCommand, PeerQrArgs, PeerRotateArgs, PeerSetArgs};
 use crate::error::{Error, Result};
+use crate::netbox;
 use crate::output;
 use crate::qr::{self, QrFormat};
 use crate::secrets;
@@ -104,17 +105,13 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
     let store = &ctx.store;
     let _lock = store.lock_exclusive()?;
     let state = store.load()?;
-    let name = args.name;
+    let name = args.name.clone();
     if state.peers.contains_key(&name) {
         return Err(Error::Invalid(format!(
             "peer {name} already exists ({}); choose another name, or `wgadm peer remove {name}` first",
             store.peer_yml(&name).display()
         )));
     }
-    let address = match args.address {
-        Some(a) => a,
-        None => ipam::lowest_free(&state).map_err(|e| Error::Invalid(e.to_string()))?,
-    };
     if args.qr && args.public_key.is_some() {
         return Err(no_private_key_for_qr(&name));
     }
@@ -126,64 +123,83 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
         .preshared_key
         .then(secrets::generate_preshared)
         .transpose()?;
-    let peer = Peer {
-        address,
+    let mut peer = Peer {
+        // Set below, once the address is chosen (NetBox needs the rest of the peer for that).
+        address: state.server.address,
         public_key: args.public_key.unwrap_or_else(|| {
             private
                 .as_ref()
                 .map(|k| k.public_key())
                 .unwrap_or(state.server.public_key)
         }),
-        access: args.access,
+        access: args.access.clone(),
         keepalive: args.keepalive.unwrap_or(state.server.keepalive),
         enabled: true,
         expires: args.expires,
         preshared_key: psk.is_some(),
     };
-    let mut after = state.clone();
-    after.peers.insert(name.clone(), peer.clone());
-    validate(&state, &after)?;
-    if args.expires.is_some_and(|e| e <= ctx.today) {
-        eprintln!("wgadm: warning: peer {name} expires {} (today or earlier): it will not be put on the server", peer.expires.map(|e| e.to_string()).unwrap_or_default());
-    }
-
-    let client = render::client_config(&after, &name, &peer, private.as_ref(), psk.as_ref());
-    let mut txn = Txn::default();
-    txn.mkdir(store.peers_dir());
-    if let Some(k) = &private {
-        txn.write(
-            store.peer_key(&name),
-            ctx.keys.encode(k, &store.peer_key(&name))?.to_vec(),
-            SECRET_MODE,
-        );
-    }
-    if let Some(k) = &psk {
-        txn.write(
-            store.peer_psk(&name),
-            ctx.keys.encode(k, &store.peer_psk(&name))?.to_vec(),
-            SECRET_MODE,
-        );
-    }
-    txn.write(store.peer_yml(&name), to_yaml(&peer)?, PUBLIC_MODE);
-    // The client config goes out first, so that a failure to write it leaves the state as it was.
-    if let Some(out) = &args.config_out {
-        write_file_atomic(out, client.as_bytes(), SECRET_MODE)?;
-    }
-    if let Err(e) = txn.commit() {
-        if let Some(out) = &args.config_out {
-            let _ = std::fs::remove_file(out);
+    let mut from_netbox = None;
+    peer.address = match (args.address, args.ipam) {
+        (Some(a), _) => a,
+        (None, IpamArg::Local) => {
+            ipam::lowest_free(&state).map_err(|e| Error::Invalid(e.to_string()))?
         }
-        return Err(e);
-    }
+        (None, IpamArg::Netbox) => {
+            let (client, _) = netbox::Client::connect(&(&args.netbox).into())?;
+            let taken = netbox::allocate(&client, &state, &name, &peer, ctx.today)?;
+            let address = taken.address;
+            from_netbox = Some((client, taken));
+            address
+        }
+    };
+    let stored = store_new_peer(
+        ctx,
+        &args,
+        &state,
+        &name,
+        &peer,
+        private.as_ref(),
+        psk.as_ref(),
+    );
+    let (after, client) = match (stored, &from_netbox) {
+        (Ok(done), _) => done,
+        (Err(e), None) => return Err(e),
+        // The peer is not in the state, so its address must not stay taken in NetBox.
+        (Err(e), Some((nb, taken))) => {
+            return Err(match taken.release(nb) {
+                Ok(()) => e,
+                Err(release) => Error::Invalid(format!(
+                    "{e}\nand the address {} that NetBox handed out (IP address #{}) could not \
+                     be given back: {release}; delete it in NetBox by hand",
+                    taken.address, taken.id
+                )),
+            });
+        }
+    };
+    let address = peer.address;
 
     let v = view(ctx, &after, &name, &peer, private.is_some());
+    let netbox_id = from_netbox.as_ref().map(|(_, taken)| taken.id);
     if ctx.json {
-        return output::json(&v);
+        return match netbox_id {
+            None => output::json(&v),
+            Some(id) => {
+                let mut j = serde_json::to_value(&v)
+                    .map_err(|e| Error::Invalid(format!("cannot write JSON: {e}")))?;
+                j["netbox_ip_id"] = id.into();
+                output::json(&j)
+            }
+        };
     }
     let mut text = format!(
         "added peer {name}: {address}, public key {}\n",
         peer.public_key
     );
+    if let Some(id) = netbox_id {
+        text.push_str(&format!(
+            "the address came from NetBox: IP address #{id}, the peer's record there\n"
+        ));
+    }
     match &args.config_out {
         Some(out) => text.push_str(&format!("client config written to {}\n", out.display())),
         None => text.push_str(&format!("client config: wgadm peer config {name}\n")),
@@ -196,6 +212,55 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
         output::write_stdout(&qr::render(&client, QrFormat::Ansi)?)?;
     }
     then_apply(ctx, args.apply)
+}
+
+/// Validates a new peer and writes its files (and `--config-out`); on an error nothing is left.
+fn store_new_peer(
+    ctx: &Ctx,
+    args: &PeerAddArgs,
+    state: &State,
+    name: &PeerName,
+    peer: &Peer,
+    private: Option<&Secret>,
+    psk: Option<&Secret>,
+) -> Result<(State, Zeroizing<String>)> {
+    let store = &ctx.store;
+    let mut after = state.clone();
+    after.peers.insert(name.clone(), peer.clone());
+    validate(state, &after)?;
+    if args.expires.is_some_and(|e| e <= ctx.today) {
+        eprintln!("wgadm: warning: peer {name} expires {} (today or earlier): it will not be put on the server", peer.expires.map(|e| e.to_string()).unwrap_or_default());
+    }
+
+    let client = render::client_config(&after, name, peer, private, psk);
+    let mut txn = Txn::default();
+    txn.mkdir(store.peers_dir());
+    if let Some(k) = private {
+        txn.write(
+            store.peer_key(name),
+            ctx.keys.encode(k, &store.peer_key(name))?.to_vec(),
+            SECRET_MODE,
+        );
+    }
+    if let Some(k) = psk {
+        txn.write(
+            store.peer_psk(name),
+            ctx.keys.encode(k, &store.peer_psk(name))?.to_vec(),
+            SECRET_MODE,
+        );
+    }
+    txn.write(store.peer_yml(name), to_yaml(peer)?, PUBLIC_MODE);
+    // The client config goes out first, so that a failure to write it leaves the state as it was.
+    if let Some(out) = &args.config_out {
+        write_file_atomic(out, client.as_bytes(), SECRET_MODE)?;
+    }
+    if let Err(e) = txn.commit() {
+        if let Some(out) = &args.config_out {
+            let _ = std::fs::remove_file(out);
+        }
+        return Err(e);
+    }
+    Ok((after, client))
 }
 
 fn list(ctx: &Ctx) -> Result<()> {

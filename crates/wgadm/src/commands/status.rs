@@ -2,15 +2,19 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wgadm_core::status::{status, PeerState};
+use wgadm_core::status::{status, PeerState, Status};
 
 use super::render::load_checked;
 use super::Ctx;
+use crate::cli::StatusArgs;
 use crate::error::Result;
 use crate::output;
 
 /// Prints the interface's status as a table or `--json`. Never a key other than public ones.
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<()> {
+    if let Some(path) = args.from_snapshot {
+        return from_snapshot(ctx, &path);
+    }
     let state = {
         let _lock = ctx.store.lock_shared()?;
         load_checked(ctx)?
@@ -26,6 +30,47 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     if ctx.json {
         return output::json(&st);
     }
+    output::print(&table(&st))
+}
+
+/// `--from-snapshot`: the daemon's latest snapshot, as written (`--json`) or as the table, with
+/// its age. Needs no state directory and no privilege.
+fn from_snapshot(ctx: &Ctx, path: &std::path::Path) -> Result<()> {
+    let (snap, text) = crate::daemon::snapshot::read(path)?;
+    if ctx.json {
+        // As written, so fields a newer daemon added pass through.
+        return output::print(&text);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut out = format!(
+        "snapshot {} by wgadm daemon (pid {}), {} old\n",
+        path.display(),
+        snap.daemon.pid,
+        ago(now.saturating_sub(snap.generated_at)).trim_end_matches(" ago")
+    );
+    out.push_str(&table(&snap.status));
+    if snap.refused_handshakes_total > 0 {
+        out.push_str(&format!(
+            "refused handshakes: {} from {} sources\n",
+            snap.refused_handshakes_total,
+            snap.refused_sources.len()
+        ));
+        for s in &snap.refused_sources {
+            out.push_str(&format!(
+                "  {} ({} times, last {})\n",
+                s.source,
+                s.count,
+                ago(now.saturating_sub(s.last_seen))
+            ));
+        }
+    }
+    output::print(&out)
+}
+
+/// The status as the header line and the peer table.
+fn table(st: &Status) -> String {
     let mut text = match st.listen_port {
         Some(port) => format!(
             "interface {}: up, listening on {port}, {} of {} peers connected\n",
@@ -73,7 +118,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         ],
         &rows,
     ));
-    output::print(&text)
+    text
 }
 
 fn ago(secs: u64) -> String {

@@ -1,0 +1,318 @@
+//! The daemon's Prometheus metrics (issue 5), rendered from a [`Snapshot`] in the text
+//! exposition format 0.0.4: `# HELP` and `# TYPE` before each family, counters ending in
+//! `_total`, timestamps in `_timestamp_seconds` (DESIGN.md "Monitoring").
+//!
+//! Per peer: received and sent bytes, latest handshake, connected, enabled, denied packets,
+//! labelled `interface`, `peer` (empty for a peer the state does not know), `public_key` and
+//! `address`. Per interface: up, peers, connected peers, refused handshakes. The daemon's own:
+//! polls and their errors, poll duration, start time.
+
+use std::fmt::{self, Write};
+
+use crate::snapshot::Snapshot;
+
+/// The content type of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn family<W: Write>(out: &mut W, name: &str, kind: &str, help: &str) -> fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
+}
+
+/// A float the way Prometheus reads it (integers without a fraction).
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Writes every metric of `s` to `out`.
+pub fn render<W: Write>(s: &Snapshot, out: &mut W) -> fmt::Result {
+    let iface = format!("interface=\"{}\"", escape(&s.status.interface));
+    let labels: Vec<String> = s
+        .status
+        .peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{iface},peer=\"{}\",public_key=\"{}\",address=\"{}\"",
+                escape(p.name.as_deref().unwrap_or("")),
+                p.public_key,
+                p.address.map(|a| a.to_string()).unwrap_or_default()
+            )
+        })
+        .collect();
+
+    let gauge = |out: &mut W, name: &str, help: &str, v: f64| -> fmt::Result {
+        family(out, name, "gauge", help)?;
+        writeln!(out, "{name}{{{iface}}} {}", num(v))
+    };
+    let counter = |out: &mut W, name: &str, help: &str, v: u64| -> fmt::Result {
+        family(out, name, "counter", help)?;
+        writeln!(out, "{name}{{{iface}}} {v}")
+    };
+
+    gauge(
+        out,
+        "wgadm_interface_up",
+        "Whether the WireGuard interface exists (1) or not (0).",
+        f64::from(u8::from(s.status.up)),
+    )?;
+    if let Some(port) = s.status.listen_port {
+        gauge(
+            out,
+            "wgadm_interface_listen_port",
+            "The UDP port the interface listens on.",
+            f64::from(port),
+        )?;
+    }
+    gauge(
+        out,
+        "wgadm_peers",
+        "Peers in the state plus unknown peers on the device.",
+        s.status.peers_total as f64,
+    )?;
+    gauge(
+        out,
+        "wgadm_peers_connected",
+        "Peers with a handshake younger than the connected window.",
+        s.status.peers_connected as f64,
+    )?;
+
+    type PeerValue = fn(&crate::status::PeerStatus) -> u64;
+    let per_peer: [(&str, &str, &str, PeerValue); 6] = [
+        (
+            "wgadm_peer_receive_bytes_total",
+            "counter",
+            "Bytes received from the peer.",
+            |p| p.rx_bytes,
+        ),
+        (
+            "wgadm_peer_transmit_bytes_total",
+            "counter",
+            "Bytes sent to the peer.",
+            |p| p.tx_bytes,
+        ),
+        (
+            "wgadm_peer_latest_handshake_timestamp_seconds",
+            "gauge",
+            "Unix time of the peer's latest handshake; 0 when there was none.",
+            |p| p.latest_handshake.unwrap_or(0),
+        ),
+        (
+            "wgadm_peer_connected",
+            "gauge",
+            "Whether the peer's latest handshake is younger than the connected window.",
+            |p| u64::from(p.connected),
+        ),
+        (
+            "wgadm_peer_enabled",
+            "gauge",
+            "Whether the state has the peer enabled.",
+            |p| u64::from(p.enabled),
+        ),
+        (
+            "wgadm_peer_denied_packets_total",
+            "counter",
+            "Packets from the peer toward denied networks, dropped by the firewall.",
+            |p| p.denied_packets,
+        ),
+    ];
+    for (name, kind, help, value) in per_peer {
+        family(out, name, kind, help)?;
+        for (p, l) in s.status.peers.iter().zip(&labels) {
+            writeln!(out, "{name}{{{l}}} {}", value(p))?;
+        }
+    }
+
+    counter(
+        out,
+        "wgadm_refused_handshakes_total",
+        "Handshake initiations that got no response (unknown or wrong key).",
+        s.refused_handshakes_total,
+    )?;
+    gauge(
+        out,
+        "wgadm_refused_handshake_sources",
+        "Source addresses with refused handshakes listed in the snapshot.",
+        s.refused_sources.len() as f64,
+    )?;
+    let h = &s.handshake_log;
+    gauge(
+        out,
+        "wgadm_handshake_log_up",
+        "Whether the daemon reads the handshake log (NFLOG); refused handshakes are counted only then.",
+        f64::from(u8::from(h.up)),
+    )?;
+    counter(
+        out,
+        "wgadm_handshake_initiations_total",
+        "Handshake initiations seen at the listen port.",
+        h.initiations,
+    )?;
+    counter(
+        out,
+        "wgadm_handshake_responses_total",
+        "Handshake responses and cookie replies sent from the listen port.",
+        h.responses,
+    )?;
+    counter(
+        out,
+        "wgadm_handshake_log_lost_total",
+        "Times handshake log messages were lost (socket buffer overflow).",
+        h.lost,
+    )?;
+
+    let d = &s.daemon;
+    counter(out, "wgadm_polls_total", "Polls of the device.", d.polls)?;
+    counter(
+        out,
+        "wgadm_poll_errors_total",
+        "Polls that failed to read the device.",
+        d.poll_errors,
+    )?;
+    counter(
+        out,
+        "wgadm_state_errors_total",
+        "Failed reloads of the state directory (the daemon keeps the previous state).",
+        d.state_errors,
+    )?;
+    counter(
+        out,
+        "wgadm_snapshot_errors_total",
+        "Status snapshots that could not be written.",
+        d.snapshot_errors,
+    )?;
+    gauge(
+        out,
+        "wgadm_poll_duration_seconds",
+        "How long the latest poll took.",
+        d.last_poll_seconds,
+    )?;
+    family(
+        out,
+        "wgadm_poll_seconds_total",
+        "counter",
+        "Time spent polling, all polls together.",
+    )?;
+    writeln!(
+        out,
+        "wgadm_poll_seconds_total{{{iface}}} {}",
+        d.poll_seconds_total
+    )?;
+    gauge(
+        out,
+        "wgadm_last_poll_timestamp_seconds",
+        "Unix time of the latest poll.",
+        s.generated_at as f64,
+    )?;
+    gauge(
+        out,
+        "wgadm_daemon_start_time_seconds",
+        "Unix time the daemon started.",
+        d.started_at as f64,
+    )?;
+    family(
+        out,
+        "wgadm_build_info",
+        "gauge",
+        "The wgadm version, as a label; always 1.",
+    )?;
+    writeln!(
+        out,
+        "wgadm_build_info{{version=\"{}\"}} 1",
+        escape(&d.version)
+    )
+}
+
+/// [`render`] into a string.
+pub fn text(s: &Snapshot) -> String {
+    let mut out = String::with_capacity(4096 + s.status.peers.len() * 900);
+    // Writing to a String cannot fail.
+    let _ = render(s, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tests::example;
+
+    #[test]
+    fn every_family_has_help_and_type_and_counters_end_in_total() {
+        let t = text(&example());
+        let mut families = Vec::new();
+        for line in t.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                families.push(name.to_owned());
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                }
+                assert!(t.contains(&format!("# HELP {name} ")), "{name}");
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(families.iter().any(|f| f == name), "{line} before its TYPE");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        let mut unique = families.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), families.len(), "a family twice");
+    }
+
+    #[test]
+    fn peers_carry_their_labels_and_values() {
+        let t = text(&example());
+        let k = crate::Key::from([1; 32]);
+        let l = format!(
+            "{{interface=\"wg0\",peer=\"alice\",public_key=\"{k}\",address=\"192.168.100.2\"}}"
+        );
+        for line in [
+            format!("wgadm_peer_receive_bytes_total{l} 1234"),
+            format!("wgadm_peer_transmit_bytes_total{l} 5678"),
+            format!("wgadm_peer_latest_handshake_timestamp_seconds{l} 1732479990"),
+            format!("wgadm_peer_connected{l} 1"),
+            format!("wgadm_peer_enabled{l} 1"),
+            "wgadm_peers{interface=\"wg0\"} 2".into(),
+            "wgadm_peers_connected{interface=\"wg0\"} 1".into(),
+            "wgadm_refused_handshakes_total{interface=\"wg0\"} 7".into(),
+            "wgadm_poll_errors_total{interface=\"wg0\"} 1".into(),
+            "wgadm_poll_duration_seconds{interface=\"wg0\"} 0.002".into(),
+        ] {
+            assert!(t.lines().any(|x| x == line), "no {line} in\n{t}");
+        }
+        // An unknown peer: empty name and address, never handshaked.
+        let u = crate::Key::from([9; 32]);
+        let unknown = format!(
+            "wgadm_peer_latest_handshake_timestamp_seconds{{interface=\"wg0\",peer=\"\",public_key=\"{u}\",address=\"\"}} 0"
+        );
+        assert!(t.lines().any(|x| x == unknown), "{t}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut s = example();
+        s.status.interface = "w\"g".into();
+        assert!(text(&s).contains("interface=\"w\\\"g\""));
+    }
+}

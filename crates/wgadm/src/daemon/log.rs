@@ -1,0 +1,224 @@
+//! The daemon's log lines on stderr (journald keeps them under systemd): one line per event,
+//! logfmt or JSON lines, with a fixed field order so they can be grepped and parsed:
+//!
+//! ```text
+//! ts=2026-11-24T10:00:00Z level=info event=peer_connected interface=wg0 peer=alice address=192.168.100.2 endpoint=198.51.100.10:40000
+//! {"ts":"2026-11-24T10:00:00Z","level":"info","event":"peer_connected","interface":"wg0","peer":"alice",...}
+//! ```
+
+use std::io::Write;
+
+use wgadm_core::events::{Event, Level, Value};
+use wgadm_core::Date;
+
+/// The line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `key=value` pairs, values quoted when they need it.
+    Logfmt,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Writes lines to stderr.
+#[derive(Debug, Clone)]
+pub struct Logger {
+    format: LogFormat,
+    interface: String,
+}
+
+impl Logger {
+    /// A logger whose lines name `interface`.
+    pub fn new(format: LogFormat, interface: &str) -> Self {
+        Logger {
+            format,
+            interface: interface.to_owned(),
+        }
+    }
+
+    /// Names another interface from now on (server.yml changed).
+    pub fn set_interface(&mut self, interface: &str) {
+        self.interface = interface.to_owned();
+    }
+
+    /// Logs an event.
+    pub fn event(&self, e: &Event) {
+        self.line(e.level(), e.name(), &e.fields());
+    }
+
+    /// Logs a line. A failed write to stderr is ignored: there is nowhere else to say it.
+    pub fn line(&self, level: Level, event: &str, fields: &[(&str, Value)]) {
+        let text = format_line(
+            self.format,
+            super::unix_now(),
+            level,
+            event,
+            &self.interface,
+            fields,
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes());
+    }
+}
+
+/// RFC 3339 UTC, seconds.
+pub fn timestamp(unix: u64) -> String {
+    let secs = i64::try_from(unix).unwrap_or(i64::MAX);
+    let d = Date::from_unix_seconds(secs);
+    let t = unix % 86_400;
+    format!("{d}T{:02}:{:02}:{:02}Z", t / 3600, t / 60 % 60, t % 60)
+}
+
+/// One line, ending in a newline.
+pub fn format_line(
+    format: LogFormat,
+    unix: u64,
+    level: Level,
+    event: &str,
+    interface: &str,
+    fields: &[(&str, Value)],
+) -> String {
+    let head = [
+        ("ts", Value::Str(timestamp(unix))),
+        ("level", Value::Str(level.as_str().into())),
+        ("event", Value::Str(event.into())),
+        ("interface", Value::Str(interface.into())),
+    ];
+    let all = head
+        .iter()
+        .map(|(k, v)| (*k, v))
+        .chain(fields.iter().map(|(k, v)| (*k, v)));
+    let mut out = String::with_capacity(160);
+    match format {
+        LogFormat::Logfmt => {
+            for (i, (k, v)) in all.enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(k);
+                out.push('=');
+                match v {
+                    Value::Int(n) => out.push_str(&n.to_string()),
+                    Value::Str(s) => out.push_str(&logfmt_value(s)),
+                    Value::List(l) => out.push_str(&logfmt_value(&l.join(","))),
+                }
+            }
+        }
+        LogFormat::Json => {
+            // Written by hand to keep the field order (serde_json's map sorts its keys).
+            out.push('{');
+            for (i, (k, v)) in all.enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&json_string(k));
+                out.push(':');
+                match v {
+                    Value::Int(n) => out.push_str(&n.to_string()),
+                    Value::Str(s) => out.push_str(&json_string(s)),
+                    Value::List(l) => {
+                        out.push('[');
+                        out.push_str(
+                            &l.iter()
+                                .map(|s| json_string(s))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        );
+                        out.push(']');
+                    }
+                }
+            }
+            out.push('}');
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A logfmt value: bare when it is plain, else quoted with `\` escapes.
+fn logfmt_value(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
+    if plain {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(1_732_480_000), "2024-11-24T20:26:40Z");
+    }
+
+    #[test]
+    fn logfmt_lines() {
+        let line = format_line(
+            LogFormat::Logfmt,
+            0,
+            Level::Info,
+            "peer_connected",
+            "wg0",
+            &[
+                ("peer", "alice".into()),
+                ("endpoint", "198.51.100.10:40000".into()),
+                ("count", 3u64.into()),
+                ("error", "it said \"no\" = bad\nreally".into()),
+                ("added", Value::List(vec!["a".into(), "b".into()])),
+                ("empty", "".into()),
+            ],
+        );
+        assert_eq!(
+            line,
+            "ts=1970-01-01T00:00:00Z level=info event=peer_connected interface=wg0 peer=alice \
+             endpoint=198.51.100.10:40000 count=3 error=\"it said \\\"no\\\" = bad\\nreally\" \
+             added=a,b empty=\"\"\n"
+        );
+    }
+
+    #[test]
+    fn json_lines() {
+        let line = format_line(
+            LogFormat::Json,
+            0,
+            Level::Warn,
+            "handshake_refused",
+            "wg0",
+            &[("source", "198.51.100.66".into()), ("count", 2u64.into())],
+        );
+        assert!(line.ends_with("}\n") && line.lines().count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["event"], "handshake_refused");
+        assert_eq!(v["source"], "198.51.100.66");
+        assert_eq!(v["count"], 2);
+        assert!(
+            line.starts_with("{\"ts\":\"1970-01-01T00:00:00Z\",\"level\":"),
+            "{line}"
+        );
+    }
+}
