@@ -112,17 +112,25 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
     backend.preflight()?;
     let nft = &ctx.firewall;
     nft.preflight()?;
-    // Per-peer drop counters survive the reload: read them from the table in force.
-    let options = Options {
-        carried_drops: nft.drop_counters()?,
-        ..firewall_options()
-    };
-    let rules = ruleset(&state, ctx.today, &options);
-    let firewall_changed = nft.loaded_digest()?.as_deref() != digest(&rules);
-
+    // The digest covers the rules without counters, so it is rendered before reading them.
+    let rules = ruleset(&state, ctx.today, &firewall_options());
     let path = backend.config_path(iface);
     let config_written = std::fs::read(&path).map_or(true, |old| old != text.as_bytes());
-    let observed = backend.show(iface)?;
+    // The device and the firewall are read at the same time: at thousands of peers each read
+    // takes tens of milliseconds, and neither depends on the other.
+    let (observed, loaded) = std::thread::scope(|scope| {
+        let loaded = scope.spawn(|| nft.loaded_digest());
+        let observed = backend.show(iface);
+        let loaded = loaded.join().unwrap_or_else(|_| {
+            Err(crate::firewall::FirewallError::Listing {
+                what: "nft -t list table inet wgadm",
+                why: "the thread reading it failed".into(),
+            })
+        });
+        (observed, loaded)
+    });
+    let (observed, loaded) = (observed?, loaded?);
+    let firewall_changed = loaded.as_deref() != digest(&rules);
     let mut steps = Vec::new();
     if firewall_changed {
         let peers = state.active_peers(ctx.today).count();
@@ -187,7 +195,12 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         outcome.summary.changed = true;
     }
     if firewall_changed {
-        nft.apply(&rules)?;
+        // Per-peer drop counters survive the reload: read them from the table in force.
+        let options = Options {
+            carried_drops: nft.drop_counters()?,
+            ..firewall_options()
+        };
+        nft.load(&ruleset(&state, ctx.today, &options))?;
     }
 
     if config_written {
