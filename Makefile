@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build deb
+.PHONY: demo test lint bench setup build deb test-zabbix
 
 setup:
 	bash scripts/setup.sh
@@ -18,6 +18,14 @@ demo: build
 # laptop; here they run too. They need root.
 test: setup
 	$(CARGO) test --workspace --locked -- --include-ignored
+	$(MAKE) --no-print-directory test-zabbix
+
+# The Zabbix template and agent config against a real Zabbix 6.0 server, frontend API and
+# zabbix_agent2 (Debian's packages; the first run installs them and prepares a database).
+test-zabbix: setup
+	bash tests/zabbix/setup.sh
+	$(CARGO) build --locked -p wgadm
+	bash tests/zabbix/test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -30,3 +38,4 @@ deb: setup
 
 bench: build
 	bash scripts/bench.sh
+	bash scripts/bench-lab.sh

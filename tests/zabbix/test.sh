@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# The Zabbix template and agent config, proven against the real thing (run setup.sh first):
+#
+#   client alice (198.51.100.11) --+                                        mgmt (192.168.1.10):
+#   client bob   (198.51.100.12) --+-- bridge "wan" -- server (198.51.100.1)   PostgreSQL, Zabbix 6.0
+#                                                      192.168.1.1 ----------  server, frontend API
+#   mallory      (198.51.100.13) --+   (wrong key)     wgadm apply, wgadm      (php -S), zabbix_get
+#                                                      daemon, zabbix_agent2
+#
+# The WireGuard server runs `wgadm apply` and `wgadm daemon`, which writes the status snapshot;
+# zabbix_agent2 runs beside it in the server's namespace, as the unprivileged user zabbix, with
+# the project's UserParameter file, like the agent in the WireGuard container. Zabbix itself lives
+# on the management network and polls the agent across it. Everything runs in network namespaces this
+# script creates; servers listen on loopback or lab addresses only. Every process is started
+# here and stopped by its PID, and the namespaces are removed, also when a step fails.
+#
+# Prints PASS/FAIL lines and ends with "zabbix: N passed, M failed"; exits non-zero on a failure.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+# shellcheck source=env.sh
+. tests/zabbix/env.sh
+[ "$(id -u)" = 0 ] || { echo "zabbix test: needs root (network namespaces, services as other users)" >&2; exit 1; }
+[ -f "$ZBX_GOLDEN/.wgadm-zabbix-schema" ] || { echo "zabbix test: run tests/zabbix/setup.sh first" >&2; exit 1; }
+wgadm=$(realpath "${WGADM:-target/debug/wgadm}")
+[ -x "$wgadm" ] || { echo "zabbix test: $wgadm missing (cargo build)" >&2; exit 1; }
+"$wgadm" daemon --help >/dev/null || { echo "zabbix test: $wgadm has no daemon subcommand" >&2; exit 1; }
+started=$(date +%s)
+
+id=$$
+work=$(mktemp -d /tmp/wgadm-zabbix.XXXXXX)
+chmod 755 "$work"   # the agent (user zabbix) reads the snapshot in here
+results=$work/results
+: >"$results"
+summarized=
+ns_wan=wgz$id-wan ns_srv=wgz$id-srv ns_mgmt=wgz$id-mgmt
+clients=(alice bob)
+ns_mallory=wgz$id-mallory
+namespaces=("$ns_wan" "$ns_srv" "$ns_mgmt" "$ns_mallory")
+for c in "${clients[@]}"; do namespaces+=("wgz$id-$c"); done
+procs=()   # "PID SIGNAL" of every process this script starts, stopped in reverse order
+
+# Runs a command in the background, logging to $1, and records its PID (the command's own: `ip
+# netns exec` and setpriv exec, they do not fork). $2 is the signal that stops it cleanly.
+start() {
+  local log=$1 sig=$2; shift 2
+  "$@" >"$log" 2>&1 &
+  procs+=("$! $sig")
+  last_pid=$!
+}
+# Stops one started process: its signal, up to 30 s to exit (zabbix_server waits for its
+# workers), then SIGKILL for it and the children it still has.
+stop() {
+  local pid=$1 sig=$2 children
+  kill -0 "$pid" 2>/dev/null || return 0
+  children=$(ps -o pid= --ppid "$pid" || true)
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  echo "zabbix test: PID $pid did not stop on SIG$sig; killing it" >&2
+  # shellcheck disable=SC2086 # one PID a word
+  kill -KILL "$pid" $children 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? i
+  if [ -z "$summarized" ]; then
+    echo "FAIL zabbix: the test stopped early (exit $rc); KEEP_LOGS=1 keeps its logs" >>"$results"
+    summary || true
+  fi
+  for ((i = ${#procs[@]} - 1; i >= 0; i--)); do
+    # shellcheck disable=SC2086 # "PID SIGNAL"
+    stop ${procs[$i]}
+  done
+  # wireguard-go processes, by the PIDs the wrapper recorded.
+  for f in "$work"/wg/*.pid; do if [ -e "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi; done
+  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  if [ "$rc" != 0 ] && [ -n "${KEEP_LOGS:-}" ]; then
+    echo "zabbix test: logs kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+trap "exit 130" INT
+trap "exit 143" TERM
+
+pass() { echo "PASS zabbix: $*" | tee -a "$results"; }
+fail() { echo "FAIL zabbix: $*" | tee -a "$results"; }
+check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
+summary() {
+  local p f
+  summarized=1
+  p=$(grep -c '^PASS' "$results" || true)
+  f=$(grep -c '^FAIL' "$results" || true)
+  echo "zabbix test: $(($(date +%s) - started)) s"
+  echo "zabbix: $p passed, $f failed"
+  [ "$f" = 0 ] && [ "$p" -gt 0 ]
+}
+# Waits up to $1 tenths of a second for a command to succeed.
+wait_for() { local n=$1; shift; for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+pings() { ip netns exec "$1" ping -c 2 -i 0.2 -W 2 -q "$2" >/dev/null; }
+
+# --- The lab: a WireGuard server managed by wgadm, its clients, a management network. ----------
+mkdir -p "$work/wg"
+cat >"$work/wg/wireguard-go" <<WRAP
+#!/bin/sh
+wireguard-go -f "\$1" >"$work/wg/\$1.log" 2>&1 &
+echo \$! >"$work/wg/\$1.pid"
+i=0; while [ ! -S "/var/run/wireguard/\$1.sock" ] && [ \$i -lt 500 ]; do sleep 0.01; i=\$((i+1)); done
+WRAP
+chmod +x "$work/wg/wireguard-go"
+export WG_QUICK_USERSPACE_IMPLEMENTATION=$work/wg/wireguard-go
+export WGADM_STATE=$work/state WGADM_CONFIG_DIR=$work/wireguard
+
+for ns in "${namespaces[@]}"; do ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
+in_ns "$ns_wan" ip link add br0 type bridge
+in_ns "$ns_wan" ip link set br0 up
+attach() { # namespace host-number: a veth from the namespace into the wan bridge
+  ip link add "wz$id$2" type veth peer name eth0 netns "$1"
+  ip link set "wz$id$2" netns "$ns_wan"
+  in_ns "$ns_wan" ip link set "wz$id$2" master br0 up
+  in_ns "$1" ip addr add "198.51.100.$2/24" dev eth0
+  in_ns "$1" ip link set eth0 up
+}
+attach "$ns_srv" 1
+for i in "${!clients[@]}"; do attach "wgz$id-${clients[$i]}" $((11 + i)); done
+ip link add eth1 netns "$ns_srv" type veth peer name eth0 netns "$ns_mgmt"
+in_ns "$ns_srv" ip addr add 192.168.1.1/24 dev eth1
+in_ns "$ns_srv" ip link set eth1 up
+in_ns "$ns_mgmt" ip addr add 192.168.1.10/24 dev eth0
+in_ns "$ns_mgmt" ip link set eth0 up
+
+iface=wgz${id}s
+port=51820
+"$wgadm" init --endpoint 198.51.100.1 --interface "$iface" --listen-port "$port" >/dev/null
+"$wgadm" peer add alice --preshared-key >/dev/null   # a preshared key too, for the no-keys check
+for c in bob carol dave; do "$wgadm" peer add "$c" >/dev/null; done
+"$wgadm" peer disable dave >/dev/null
+in_ns "$ns_srv" "$wgadm" apply >/dev/null
+for i in "${!clients[@]}"; do
+  c=${clients[$i]}
+  conf=$work/wgz${id}$i.conf
+  "$wgadm" peer config "$c" >"$conf"
+  chmod 600 "$conf"
+  in_ns "wgz$id-$c" wg-quick up "$conf" 2>/dev/null
+  check "$c reaches the server through the tunnel" pings "wgz$id-$c" 192.168.100.1
+done
+# alice keeps some traffic flowing (her byte rates must move); bob goes away after his handshake:
+# his "not seen" trigger must fire, alice's must not.
+start "$work/alice-ping.log" INT ip netns exec "wgz$id-alice" ping -i 0.5 -s 1000 -W 1 192.168.100.1
+in_ns "wgz$id-bob" wg-quick down "$work/wgz${id}1.conf" 2>/dev/null
+# mallory (198.51.100.13) knows the server but has a key the server does not: a ping loop keeps
+# her WireGuard sending handshake initiations that nobody answers (refused handshakes).
+attach "$ns_mallory" 13
+mallory_conf=$work/wgz${id}m.conf
+sed -e "s|^PrivateKey = .*|PrivateKey = $(wg genkey)|" -e 's|^Address = .*|Address = 192.168.100.250/32|' \
+  "$work/wgz${id}0.conf" >"$mallory_conf"
+chmod 600 "$mallory_conf"
+in_ns "$ns_mallory" wg-quick up "$mallory_conf" 2>/dev/null
+start "$work/mallory-ping.log" INT ip netns exec "$ns_mallory" ping -i 2 -W 1 192.168.100.1
+
+# --- The snapshot, written by the real daemon every second. ------------------------------------
+snapshot=$work/run/status.json
+mkdir -p "$work/run"
+chmod 755 "$work/run"
+start "$work/daemon.log" TERM ip netns exec "$ns_srv" "$wgadm" daemon --snapshot "$snapshot" --interval 1 \
+  --metrics-listen off
+daemon_pid=$last_pid
+snapshot_ready() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if len(d["peers"]) == 4 else 1)' "$snapshot"; }
+check "the snapshot appears with the lab's 4 peers" wait_for 100 snapshot_ready
+check "the snapshot is world-readable" test "$(stat -c %a "$snapshot" | cut -c3)" -ge 4
+no_keys() { # no private or preshared key of the lab appears in the snapshot
+  local k
+  for k in "$WGADM_STATE"/server.key "$WGADM_STATE"/peers/*.key "$WGADM_STATE"/peers/*.psk; do
+    [ -e "$k" ] || continue
+    if grep -qF "$(tr -d '\n' <"$k")" "$snapshot"; then echo "key of $k in the snapshot" >&2; return 1; fi
+  done
+}
+check "the snapshot holds no private or preshared key" no_keys
+
+# --- (a) zabbix_agent2 with the project's UserParameter file, as user zabbix. --------------------
+agent_dir=$work/agent
+mkdir -p "$agent_dir"
+cp zabbix/userparameter_wgadm.conf "$agent_dir/"
+cat >"$agent_dir/zabbix_agent2.conf" <<EOF
+Server=192.168.1.10
+ServerActive=
+ListenIP=192.168.1.1
+ListenPort=$ZBX_AGENT_PORT
+Hostname=wgadm-lab
+LogType=file
+LogFile=$agent_dir/zabbix_agent2.log
+ControlSocket=$agent_dir/agent.sock
+Include=$agent_dir/userparameter_wgadm.conf
+EOF
+chown -R zabbix "$agent_dir"
+start "$agent_dir/stdout.log" TERM ip netns exec "$ns_srv" setpriv --reuid=zabbix --regid=zabbix --init-groups -- \
+  zabbix_agent2 -f -c "$agent_dir/zabbix_agent2.conf"
+agent_pid=$last_pid
+zget() { in_ns "$ns_mgmt" zabbix_get -s 192.168.1.1 -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
+check "zabbix_agent2 answers zabbix_get" wait_for 100 zget agent.ping
+check "the agent runs as user zabbix, not root" test "$(ps -o user= -p "$agent_pid")" = zabbix
+agent_snapshot() { # the value is the live snapshot: valid JSON with the lab's peers and interface
+  zget "wgadm.status[\"$snapshot\"]" >"$work/zget.json" &&
+    python3 - "$work/zget.json" "$iface" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+names = sorted(p["name"] for p in d["peers"])
+assert d["version"] == 1 and d["interface"] == sys.argv[2] and d["up"], d
+assert names == ["alice", "bob", "carol", "dave"], names
+assert any(p["connected"] for p in d["peers"] if p["name"] == "alice"), "alice not connected"
+PY
+}
+check "zabbix_get wgadm.status[PATH] returns the live snapshot (interface, 4 peers, alice connected)" agent_snapshot
+missing_snapshot() { # a missing file comes back as cat's message (the template turns it into an error)
+  zget "wgadm.status[$work/run/missing.json]" | grep -q 'No such file'
+}
+check "a missing snapshot path comes back as an error message, not JSON" missing_snapshot
+
+# --- (b) A real Zabbix 6.0: PostgreSQL, server and frontend API in the management namespace. -----
+bin=$(pg_bin)
+cp -a "$ZBX_GOLDEN" "$work/pgdata"
+install -d -o postgres -g postgres "$work/pgsock"
+# SIGINT: PostgreSQL's fast shutdown.
+start "$work/postgres.log" INT ip netns exec "$ns_mgmt" setpriv --reuid=postgres --regid=postgres --init-groups -- \
+  "$bin/postgres" -D "$work/pgdata" -c listen_addresses=127.0.0.1 -c port="$ZBX_PG_PORT" \
+  -c unix_socket_directories="$work/pgsock" -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+check "PostgreSQL starts (a copy of the prepared Zabbix database)" \
+  wait_for 300 in_ns "$ns_mgmt" "$bin/pg_isready" -q -h 127.0.0.1 -p "$ZBX_PG_PORT"
+
+server_dir=$work/server
+mkdir -p "$server_dir"
+cat >"$server_dir/zabbix_server.conf" <<EOF
+ListenIP=127.0.0.1
+ListenPort=$ZBX_SERVER_PORT
+LogType=file
+LogFile=$server_dir/zabbix_server.log
+PidFile=$server_dir/zabbix_server.pid
+SocketDir=$server_dir
+DBHost=127.0.0.1
+DBPort=$ZBX_PG_PORT
+DBName=zabbix
+DBUser=zabbix
+DBPassword=$ZBX_DB_PASSWORD
+CacheUpdateFrequency=1
+StartPollers=2
+StartPollersUnreachable=1
+StartPreprocessors=2
+StartLLDProcessors=1
+StartHistoryPollers=1
+StartDBSyncers=1
+StartTrappers=1
+StartPingers=0
+StartDiscoverers=0
+StartHTTPPollers=0
+StartEscalators=1
+StartAlerters=1
+StartTimers=1
+StartReportWriters=0
+HousekeepingFrequency=0
+Timeout=4
+EOF
+chown -R zabbix "$server_dir"
+# Started as root, the server drops to user zabbix itself (AllowRoot=0).
+start "$server_dir/stdout.log" TERM ip netns exec "$ns_mgmt" zabbix_server -f -c "$server_dir/zabbix_server.conf"
+start "$work/php.log" TERM ip netns exec "$ns_mgmt" php -S "127.0.0.1:$ZBX_WEB_PORT" -t /usr/share/zabbix
+server_up() { grep -q 'server #0 started' "$server_dir/zabbix_server.log"; }
+check "zabbix_server starts" wait_for 300 server_up
+
+# In the background and waited for, so that a signal to this script stops it at once.
+ip netns exec "$ns_mgmt" python3 tests/zabbix/zabbix_check.py \
+  --url "http://127.0.0.1:$ZBX_WEB_PORT/api_jsonrpc.php" \
+  --template "$repo/zabbix/template_wgadm.yaml" --results "$results" \
+  --agent "192.168.1.1:$ZBX_AGENT_PORT" --snapshot "$snapshot" \
+  --daemon-pid "$daemon_pid" \
+  --port "$port" --up alice --gone bob --never carol --disabled dave --up-endpoint 198.51.100.11 \
+  --refused-source 198.51.100.13 &
+procs+=("$! TERM")
+wait "$!" || true
+summary
