@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build deb test-zabbix
+.PHONY: demo test lint bench setup build deb test-zabbix test-ansible
 
 setup:
 	bash scripts/setup.sh
@@ -19,6 +19,12 @@ demo: build
 test: setup
 	$(CARGO) test --workspace --locked -- --include-ignored
 	$(MAKE) --no-print-directory test-zabbix
+	$(MAKE) --no-print-directory test-ansible
+
+# The Ansible collection against an unprivileged Debian 13 LXC container standing in for CT 90
+# (tests/lxc; the first run debootstraps and caches the rootfs).
+test-ansible: setup
+	bash tests/ansible/test.sh
 
 # The Zabbix template and agent config against a real Zabbix 6.0 server, frontend API and
 # zabbix_agent2 (Debian's packages; the first run installs them and prepares a database).
