@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build deb test-zabbix test-ansible
+.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox
 
 setup:
 	bash scripts/setup.sh
@@ -17,9 +17,10 @@ demo: build
 # Lab tests (network namespaces, wireguard-go, nft) are #[ignore]d for plain `cargo test` on a
 # laptop; here they run too. They need root.
 test: setup
-	$(CARGO) test --workspace --locked -- --include-ignored
+	$(CARGO) test --workspace --locked -- --include-ignored --skip real_netbox_
 	$(MAKE) --no-print-directory test-zabbix
 	$(MAKE) --no-print-directory test-ansible
+	$(MAKE) --no-print-directory test-netbox
 
 # The Ansible collection against an unprivileged Debian 13 LXC container standing in for CT 90
 # (tests/lxc; the first run debootstraps and caches the rootfs).
@@ -32,6 +33,11 @@ test-zabbix: setup
 	bash tests/zabbix/setup.sh
 	$(CARGO) build --locked -p wgadm
 	bash tests/zabbix/test.sh
+
+# wgadm netbox sync and peer add --ipam netbox against a real NetBox from PyPI with PostgreSQL
+# and Redis from Debian, all on 127.0.0.1 (the first run installs and migrates, ~6 min; then ~25 s).
+test-netbox: setup
+	bash tests/netbox/test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

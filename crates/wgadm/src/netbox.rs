@@ -501,7 +501,10 @@ pub fn observe(client: &Client, desired: &[Object]) -> Result<Observed> {
                 let Some(vm_id) = chosen(&observed, vm) else {
                     continue;
                 };
-                let name = key.name.rsplit('/').next().unwrap_or_default().to_owned();
+                let name = match object.create_only.get("name") {
+                    Some(Value::Text(name)) => name.clone(),
+                    _ => continue,
+                };
                 client.list(
                     endpoint,
                     &[("virtual_machine_id", vm_id.to_string()), ("name", name)],
@@ -681,7 +684,11 @@ fn ensure_tag_and_fields(client: &Client) -> Result<()> {
     if let Some(blocker) = plan.blockers.first() {
         return Err(NetboxError::Unsupported(blocker.clone()));
     }
-    execute(client, &plan).map(drop)
+    // Not a sync: the error alone says what went wrong.
+    execute(client, &plan).map(drop).map_err(|e| match e {
+        NetboxError::Partial { source, .. } => *source,
+        e => e,
+    })
 }
 
 /// An address NetBox handed out for a new peer: its IP address object there.
@@ -716,7 +723,6 @@ pub fn allocate(
     peer: &Peer,
     today: Date,
 ) -> Result<Allocation> {
-    ensure_tag_and_fields(client)?;
     let subnet = state.server.subnet;
     let prefixes = client.list(
         Kind::Prefix.endpoint(),
@@ -752,6 +758,7 @@ pub fn allocate(
             if unknown.len() == 1 { "it" } else { "them" },
         )));
     }
+    ensure_tag_and_fields(client)?;
     let record = core::peer_address(state, name, peer, today);
     let mut step = Step {
         action: Action::Create,

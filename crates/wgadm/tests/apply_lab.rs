@@ -185,6 +185,11 @@ fn a_client_connects_within_5_seconds_and_status_shows_it() {
     let again = server.json(&["apply"]);
     assert_eq!(again["changed"], false, "{again}");
 
+    // `peer add --json --apply`: one JSON document with the peer and what apply did.
+    let added = server.json(&["peer", "add", "zed", "--apply"]);
+    assert_eq!(added["name"], "zed");
+    assert_eq!(added["apply"]["added"], serde_json::json!(["zed"]), "{added}");
+
     // Drift: a peer put on the device by hand shows as unknown, and apply removes it.
     let stray = wgadm::secrets::generate_private()
         .unwrap()

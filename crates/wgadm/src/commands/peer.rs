@@ -181,15 +181,17 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
     let v = view(ctx, &after, &name, &peer, private.is_some());
     let netbox_id = from_netbox.as_ref().map(|(_, taken)| taken.id);
     if ctx.json {
-        return match netbox_id {
-            None => output::json(&v),
-            Some(id) => {
-                let mut j = serde_json::to_value(&v)
-                    .map_err(|e| Error::Invalid(format!("cannot write JSON: {e}")))?;
-                j["netbox_ip_id"] = id.into();
-                output::json(&j)
-            }
-        };
+        let json_err = |e: serde_json::Error| Error::Invalid(format!("cannot write JSON: {e}"));
+        let mut j = serde_json::to_value(&v).map_err(json_err)?;
+        if let Some(id) = netbox_id {
+            j["netbox_ip_id"] = id.into();
+        }
+        // With --apply the outcome goes into the same document: one JSON value on stdout.
+        if args.apply {
+            let outcome = super::apply::apply_locked(ctx, false)?;
+            j["apply"] = serde_json::to_value(&outcome).map_err(json_err)?;
+        }
+        return output::json(&j);
     }
     let mut text = format!(
         "added peer {name}: {address}, public key {}\n",
