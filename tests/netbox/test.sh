@@ -24,4 +24,34 @@ set +a
 t1=$EPOCHREALTIME
 cd "$root"
 "$CARGO" test --locked -p wgadm --test netbox -- --include-ignored --test-threads=1 --nocapture
+
+# The Ansible collection runs the sync from the controller (role netbox_sync, playbook
+# wgadm.vpn.netbox): changed the first time, not the second, nothing in check mode.
+t2=$EPOCHREALTIME
+"$CARGO" build --locked -p wgadm >/dev/null 2>&1
+work=$(mktemp -d)
+trap 'rm -rf "$work"; bash "$here/setup.sh" stop' EXIT
+export PATH="$root/target/debug:$PATH" ANSIBLE_NOCOLOR=1 ANSIBLE_LOCAL_TEMP="$work/tmp"
+export ANSIBLE_COLLECTIONS_PATH="$work/collections"
+ansible-galaxy collection build "$root/ansible" --output-path "$work" --force >/dev/null
+ansible-galaxy collection install "$work"/wgadm-vpn-*.tar.gz -p "$work/collections" --force >/dev/null
+inv=$work/inventory
+mkdir -p "$inv/group_vars"
+printf '[wireguard]\nctl ansible_connection=local ansible_python_interpreter=%s\n' "$(command -v python3)" >"$inv/hosts.ini"
+cat >"$inv/group_vars/wireguard.yml" <<YML
+netbox_sync_url: $WGADM_TEST_NETBOX_URL
+netbox_sync_token: "{{ lookup('ansible.builtin.file', '$WGADM_TEST_NETBOX_TOKEN_FILE') }}"
+netbox_sync_vm_name: wgadm-ansible-$$
+netbox_sync_cluster: wgadm-ansible-$$
+YML
+WGADM_STATE=$inv/wireguard wgadm init --endpoint vpn.example.com --subnet 10.201.0.0/24 >/dev/null
+WGADM_STATE=$inv/wireguard wgadm peer add alice >/dev/null
+changed() { ansible-playbook -i "$inv/hosts.ini" wgadm.vpn.netbox "$@" | grep -oE 'changed=[0-9]+' | head -1 | cut -d= -f2; }
+first=$(changed)
+second=$(changed)
+check_run=$(changed --check)
+echo "netbox-test: ansible wgadm.vpn.netbox: changed=$first, then changed=$second, --check changed=$check_run"
+[ "$first" = 1 ] && [ "$second" = 0 ] && [ "$check_run" = 0 ] || { echo "netbox-test: FAIL the netbox playbook is not idempotent" >&2; exit 1; }
+echo "netbox-test: ansible $(seconds "$t2") s"
+
 echo "netbox-test: NetBox $WGADM_TEST_NETBOX_VERSION: setup ${setup_s} s, tests $(seconds "$t1") s, total $(seconds "$t0") s" >&2
