@@ -9,111 +9,14 @@ mod lab;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::{Lab, MGMT_HOSTS, SERVER_WAN};
+use lab::server::Server;
+use lab::{Lab, MGMT_HOSTS};
 
 const VPN_SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
-
-/// The server side: a wgadm state and config directory in the lab, and its interface name.
-struct Server<'a> {
-    lab: &'a Lab,
-    state: PathBuf,
-    config_dir: PathBuf,
-    iface: String,
-}
-
-impl<'a> Server<'a> {
-    fn new(lab: &'a Lab) -> Self {
-        let server = Server {
-            lab,
-            state: lab.dir().join("state"),
-            config_dir: lab.dir().join("wireguard"),
-            iface: lab.wg_name("s"),
-        };
-        let endpoint = SERVER_WAN.to_string();
-        server.ok(&[
-            "init",
-            "--endpoint",
-            &endpoint,
-            "--interface",
-            &server.iface,
-        ]);
-        server
-    }
-
-    /// Runs wgadm in the server namespace.
-    fn wgadm(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.lab.server,
-                env!("CARGO_BIN_EXE_wgadm"),
-            ])
-            .args(args)
-            .env("WGADM_STATE", &self.state)
-            .env("WGADM_CONFIG_DIR", &self.config_dir)
-            .env(
-                "WG_QUICK_USERSPACE_IMPLEMENTATION",
-                self.lab.userspace_wrapper(),
-            )
-            .env_remove("ANSIBLE_VAULT_PASSWORD_FILE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.wgadm(args);
-        assert!(
-            out.status.success(),
-            "wgadm {} failed:\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).unwrap()
-    }
-
-    /// Brings client `i` up with the config wgadm made for `peer`; returns its config path.
-    fn connect(&self, i: usize, peer: &str) -> PathBuf {
-        let conf = self.lab.write_conf(
-            &self.lab.wg_name(&format!("c{i}")),
-            &self.ok(&["peer", "config", peer]),
-        );
-        self.lab.wg_quick_up(&self.lab.clients[i], &conf);
-        conf
-    }
-
-    fn public_key(&self, peer: &str) -> String {
-        self.json(&["peer", "show", peer])["public_key"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// The peer's state on the device, from `wgadm status --json`.
-    fn status_of(&self, peer: &str) -> serde_json::Value {
-        let st = self.json(&["status"]);
-        st["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == peer)
-            .cloned()
-            .unwrap()
-    }
-}
 
 /// Whether the client in `ns` can complete a handshake now: its tunnel is brought down and up
 /// again (a fresh session), then it pings the server until `within` has passed.
@@ -188,7 +91,11 @@ fn a_client_connects_within_5_seconds_and_status_shows_it() {
     // `peer add --json --apply`: one JSON document with the peer and what apply did.
     let added = server.json(&["peer", "add", "zed", "--apply"]);
     assert_eq!(added["name"], "zed");
-    assert_eq!(added["apply"]["added"], serde_json::json!(["zed"]), "{added}");
+    assert_eq!(
+        added["apply"]["added"],
+        serde_json::json!(["zed"]),
+        "{added}"
+    );
 
     // Drift: a peer put on the device by hand shows as unknown, and apply removes it.
     let stray = wgadm::secrets::generate_private()
@@ -379,20 +286,8 @@ fn disabled_removed_and_wrongly_keyed_clients_get_no_handshake() {
     );
 
     // US1-4: alice's config with another private key: no handshake, nothing through.
-    let wrong = wgadm::secrets::generate_private().unwrap();
-    let text = server.ok(&["peer", "config", "alice"]);
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("PrivateKey") {
-                format!("PrivateKey = {}\n", *wrong.expose())
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    let alice_iface = lab.wg_name("c0");
-    let conf = lab.write_conf(&alice_iface, &text);
+    let conf = server.client_conf(0, "alice", true);
+    let alice_iface = conf.file_stem().unwrap().to_str().unwrap().to_owned();
     lab.wg_quick_up(&alice_ns, &conf);
     for _ in 0..3 {
         assert!(!lab.ping_once(&alice_ns, VPN_SERVER, Duration::from_secs(1)));

@@ -12,107 +12,19 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use lab::{client_wan, Lab, SERVER_WAN};
+use lab::server::Server;
+use lab::{client_wan, Lab};
 use wgadm_core::snapshot::Snapshot;
 
 const VPN_SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 const METRICS: &str = "127.0.0.1:9586";
 
-/// The server side: a wgadm state and config directory in the lab, and its interface name.
-struct Server<'a> {
-    lab: &'a Lab,
-    state: PathBuf,
-    config_dir: PathBuf,
-    iface: String,
-}
-
-impl<'a> Server<'a> {
-    fn new(lab: &'a Lab) -> Self {
-        let server = Server {
-            lab,
-            state: lab.dir().join("state"),
-            config_dir: lab.dir().join("wireguard"),
-            iface: lab.wg_name("s"),
-        };
-        let endpoint = SERVER_WAN.to_string();
-        server.ok(&[
-            "init",
-            "--endpoint",
-            &endpoint,
-            "--interface",
-            &server.iface,
-        ]);
-        server
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            &self.lab.server,
-            env!("CARGO_BIN_EXE_wgadm"),
-        ])
-        .args(args)
-        .env("WGADM_STATE", &self.state)
-        .env("WGADM_CONFIG_DIR", &self.config_dir)
-        .env(
-            "WG_QUICK_USERSPACE_IMPLEMENTATION",
-            self.lab.userspace_wrapper(),
-        )
-        .env_remove("ANSIBLE_VAULT_PASSWORD_FILE")
-        .stdin(Stdio::null());
-        c
-    }
-
-    fn wgadm(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.wgadm(args);
-        assert!(
-            out.status.success(),
-            "wgadm {} failed:\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Writes client `i`'s wg-quick config for `peer` (optionally with another private key).
-    fn client_conf(&self, i: usize, peer: &str, wrong_key: bool) -> PathBuf {
-        let mut text = self.ok(&["peer", "config", peer]);
-        if wrong_key {
-            let wrong = wgadm::secrets::generate_private().unwrap();
-            text = text
-                .lines()
-                .map(|l| {
-                    if l.starts_with("PrivateKey") {
-                        format!("PrivateKey = {}\n", *wrong.expose())
-                    } else {
-                        format!("{l}\n")
-                    }
-                })
-                .collect();
-        }
-        self.lab
-            .write_conf(&self.lab.wg_name(&format!("c{i}")), &text)
-    }
-
-    /// Brings client `i` up with the config wgadm made for `peer`; returns its config path.
-    fn connect(&self, i: usize, peer: &str) -> PathBuf {
-        let conf = self.client_conf(i, peer, false);
-        self.lab.wg_quick_up(&self.lab.clients[i], &conf);
-        conf
-    }
-
+/// What the daemon tests add to the lab's server.
+impl lab::server::Server<'_> {
     /// Every private and preshared key of the server's state, base64 as in the files.
     fn secrets(&self) -> Vec<String> {
         let mut keys = vec![read_key(&self.state.join("server.key"))];

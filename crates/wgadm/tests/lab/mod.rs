@@ -26,6 +26,8 @@
 //! as root. Without root or the tools, [`Lab::new`] panics and says to run scripts/setup.sh.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
