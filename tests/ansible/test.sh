@@ -102,6 +102,12 @@ t=$(now); recap=$(playbook site) || true; t_noop=$(since "$t")
 check "a second site.yml reports changed=0 (${t_noop} s): $recap" test "$(changed_of <<<"$recap")" = 0
 recap=$(playbook site --check) || true
 check "site.yml --check on a converged server reports changed=0" test "$(changed_of <<<"$recap")" = 0
+"$wgadm" peer add erin >/dev/null
+recap=$(playbook site --check) || true
+check "site.yml --check with a new peer reports the change: $recap" test "$(changed_of <<<"$recap")" -ge 1
+check "... and changes nothing on the server" on_ct test ! -e /etc/wgadm/peers/erin.yml
+check "... nor on the interface" bash -c "! bash tests/lxc/exec.sh $name wg show wg0 peers | grep -q '$("$wgadm" --json peer show erin | python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key"])')'"
+"$wgadm" peer remove erin >/dev/null
 
 echo "== 2. services and a client"
 for unit in wg-quick@wg0 wgadm.service wgadm-firewall.service; do
