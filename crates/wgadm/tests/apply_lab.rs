@@ -214,19 +214,8 @@ fn changing_other_peers_loses_no_packets_and_updates_keep_sessions() {
     let alice_key = server.public_key("alice");
     for args in steps {
         server.ok(args);
-        // Let alice's pings meet each new configuration: wait for ~10 more of them to arrive.
-        let rx = |lab: &Lab| -> u64 {
-            let text = lab.run(&lab.server, &["wg", "show", &server.iface, "transfer"]);
-            text.lines()
-                .find(|l| l.starts_with(&alice_key))
-                .and_then(|l| l.split('\t').nth(1))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        let start = rx(&lab);
-        lab::poll("alice's pings to arrive", Duration::from_secs(10), || {
-            (rx(&lab) > start + 1000).then_some(())
-        });
+        // Let alice's pings meet each new configuration: ~10 more of them arrive.
+        lab.wait_for_traffic(&server.iface, &alice_key, 1000, Duration::from_secs(10));
     }
     let stats = ping.stop();
     println!(

@@ -192,9 +192,10 @@ fn peer(octet: u8, public_key: Key) -> Peer {
     .unwrap()
 }
 
-/// Lets the ping loop run through `d` of steady traffic between two changes.
-fn traffic_for(d: Duration) {
-    std::thread::sleep(d);
+/// Lets client 0's ping loop (every 10 ms, ~128 bytes each) run through about `ms` of steady
+/// traffic between two changes: polled on the server's counter, not slept.
+fn traffic_for(lab: &Lab, iface: &str, peer: &str, ms: u64) {
+    lab.wait_for_traffic(iface, peer, ms / 10 * 128, Duration::from_secs(10));
 }
 
 #[test]
@@ -265,7 +266,8 @@ fn changing_other_peers_loses_no_packets() {
     vpn.client_up(&lab, &lab.clients[0], "c0", "alice");
     lab.wait_for_ping(&lab.clients[0], VPN_SERVER, Duration::from_secs(10));
     let ping = lab.ping_loop(&lab.clients[0], VPN_SERVER);
-    traffic_for(Duration::from_millis(500));
+    let (iface, alice) = (vpn.iface.to_string(), vpn.public_key("alice"));
+    traffic_for(&lab, &iface, &alice, 500);
 
     // Add three peers, one with a preshared key.
     vpn.add_peer("bob", 3);
@@ -277,7 +279,7 @@ fn changing_other_peers_loses_no_packets() {
     assert_eq!(p.summary().added, ["bob", "carol", "dave"]);
     assert_eq!(p.changes.len(), 3, "{:?}", p.summary());
     println!("apply: added 3 peers in {} ms", took.as_millis());
-    traffic_for(Duration::from_millis(300));
+    traffic_for(&lab, &iface, &alice, 300);
 
     // Update them in place: a new address, a preshared key set, one cleared, and a keepalive
     // someone set by hand turned off again.
@@ -324,7 +326,7 @@ fn changing_other_peers_loses_no_packets() {
     assert_eq!(find("bob").keepalive, 0);
     assert!(find("carol").preshared_key.is_none());
     assert!(find("dave").preshared_key.is_some());
-    traffic_for(Duration::from_millis(300));
+    traffic_for(&lab, &iface, &alice, 300);
 
     // Nothing to do: nothing changes.
     let p = vpn.plan();
@@ -336,7 +338,7 @@ fn changing_other_peers_loses_no_packets() {
         before,
         "an empty plan starts nothing"
     );
-    traffic_for(Duration::from_millis(300));
+    traffic_for(&lab, &iface, &alice, 300);
 
     // Remove them: one disabled, one expired, one deleted.
     vpn.state.peers.get_mut(&name("bob")).unwrap().enabled = false;
@@ -351,7 +353,7 @@ fn changing_other_peers_loses_no_packets() {
         seen.peers[0].public_key.to_string(),
         vpn.public_key("alice")
     );
-    traffic_for(Duration::from_millis(500));
+    traffic_for(&lab, &iface, &alice, 500);
 
     let stats = ping.stop();
     println!(
@@ -606,7 +608,7 @@ fn five_thousand_peers_in_one_process_each_way() {
     (vpn.state, vpn.psks) = full;
     assert!(vpn.plan().is_empty());
 
-    std::thread::sleep(Duration::from_millis(300));
+    traffic_for(&lab, vpn.iface.as_str(), &vpn.public_key("alice"), 300);
     let stats = ping.stop();
     println!(
         "ping through it all: {} sent, {} answered, lost {:?}",

@@ -266,7 +266,15 @@ fn the_server_enforces_access_lists() {
     // 5. Firewall changes while alice's traffic flows lose none of her packets: another
     // peer added, bob's access widened, and (4.) bob disabled.
     let ping = lab.ping_loop(&a, MGMT_HOSTS[1]);
-    std::thread::sleep(Duration::from_millis(400));
+    // Alice's pings (~128 bytes each, every 10 ms) meet each firewall in force: polled on the
+    // server's counter rather than slept.
+    let (iface, alice) = (
+        vpn.iface.to_string(),
+        vpn.keys[&name("alice")].public_key().to_string(),
+    );
+    let traffic =
+        |ms: u64| lab.wait_for_traffic(&iface, &alice, ms / 10 * 128, Duration::from_secs(10));
+    traffic(400);
     let key = new_private_key();
     vpn.state.peers.insert(
         name("carol"),
@@ -286,7 +294,7 @@ fn the_server_enforces_access_lists() {
         "device + firewall sync (peer added): {} ms",
         t.elapsed().as_millis()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    traffic(300);
     vpn.state.peers.get_mut(&name("bob")).unwrap().access =
         Some(vec!["192.168.1.0/24".parse().unwrap()]);
     vpn.sync();
@@ -294,7 +302,7 @@ fn the_server_enforces_access_lists() {
         lab.ping_once(&b, MGMT_HOSTS[1], SHORT),
         "bob reaches .11 after widening"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    traffic(300);
 
     // 4. Disabled: bob's rules are gone and he is cut off; alice loses nothing.
     vpn.state.peers.get_mut(&name("bob")).unwrap().enabled = false;
@@ -307,7 +315,7 @@ fn the_server_enforces_access_lists() {
         !lab.ping_once(&b, MGMT_HOSTS[0], SHORT),
         "a disabled peer is cut off"
     );
-    std::thread::sleep(Duration::from_millis(400));
+    traffic(400);
     let stats = ping.stop();
     println!(
         "alice's ping every 10 ms through three firewall changes: {} sent, {} answered, lost {:?}",

@@ -462,6 +462,29 @@ done
         .success()
     }
 
+    /// Bytes the server's `iface` has received from `peer` (base64 public key), 0 when the
+    /// peer is not there.
+    pub fn received_from(&self, iface: &str, peer: &str) -> u64 {
+        self.run(&self.server, &["wg", "show", iface, "transfer"])
+            .lines()
+            .find(|l| l.starts_with(peer))
+            .and_then(|l| l.split('\t').nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Polls until the server's `iface` has received `bytes` more from `peer`: a running ping
+    /// loop has then really met the configuration in force, which a sleep could only hope for
+    /// on a loaded machine. (One ping through the tunnel is about 128 bytes.)
+    pub fn wait_for_traffic(&self, iface: &str, peer: &str, bytes: u64, timeout: Duration) {
+        let start = self.received_from(iface, peer);
+        poll(
+            &format!("{bytes} bytes from {peer} on {iface}"),
+            timeout,
+            || (self.received_from(iface, peer) >= start + bytes).then_some(()),
+        );
+    }
+
     /// Polls with single pings until `addr` answers; returns how long that took.
     pub fn wait_for_ping(&self, ns: &str, addr: Ipv4Addr, timeout: Duration) -> Duration {
         let start = Instant::now();
