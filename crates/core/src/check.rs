@@ -1,7 +1,7 @@
 //! Validation of a whole state. Every problem is reported at once, each naming the file and
 //! field it is in and what to do about it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -45,14 +45,49 @@ pub fn check(state: &State) -> Vec<Problem> {
     let server = &state.server;
     let here = |field: &str| format!("server.yml: {field}");
 
-    if server.subnet.prefix_len() > 30 {
+    if server.subnet.prefix_len() > MAX_SUBNET_PREFIX {
         report(
             here("subnet"),
             format!(
-                "{} holds no peers; use a /30 or larger subnet",
+                "{} holds no peers; use a /{MAX_SUBNET_PREFIX} or larger subnet",
                 server.subnet
             ),
         );
+    }
+    if server.subnet.prefix_len() < MIN_SUBNET_PREFIX {
+        report(
+            here("subnet"),
+            format!(
+                "{} is larger than a /{MIN_SUBNET_PREFIX}: wg-quick routes the whole subnet into \
+                 the tunnel, so it would take over the server's own routes; use a /{MIN_SUBNET_PREFIX} \
+                 to /{MAX_SUBNET_PREFIX} (a /24 holds 253 peers)",
+                server.subnet
+            ),
+        );
+    }
+    if let Some(d) = server.deny.iter().find(|d| d.contains(&server.address)) {
+        report(
+            here("deny"),
+            format!(
+                "{d} covers the server's own address {}: the VPN could not reach its server; \
+                 narrow the deny list or move the VPN subnet",
+                server.address
+            ),
+        );
+    } else {
+        for d in server.deny.iter().filter(|d| overlaps(&server.subnet, d)) {
+            report(
+                here("subnet"),
+                format!(
+                    "{} overlaps the denied range {d} (server.yml: deny): peers would get \
+                     addresses the firewall refuses; pick a subnet outside the deny list",
+                    server.subnet
+                ),
+            );
+        }
+    }
+    if server.public_key.is_low_order() {
+        report(here("public_key"), LOW_ORDER.into());
     }
     if !canonical(&server.subnet) {
         report(
@@ -90,8 +125,8 @@ pub fn check(state: &State) -> Vec<Problem> {
     }
     check_access(&server.access, &server.deny, here("access"), &mut report);
 
-    let mut by_address: HashMap<Ipv4Addr, &PeerName> = HashMap::new();
-    let mut by_key: HashMap<Key, &PeerName> = HashMap::new();
+    let mut by_address: BTreeMap<Ipv4Addr, Vec<&PeerName>> = BTreeMap::new();
+    let mut by_key: BTreeMap<Key, Vec<&PeerName>> = BTreeMap::new();
     for (name, peer) in &state.peers {
         let at = |field: &str| format!("{}: {field}", peer_file(name));
         if !is_assignable(server.subnet, server.address, peer.address) {
@@ -110,30 +145,17 @@ pub fn check(state: &State) -> Vec<Problem> {
                 ),
             );
         }
-        if let Some(other) = by_address.insert(peer.address, name) {
-            report(
-                at("address"),
-                format!(
-                "{} is also the address of peer {other}: their server-side AllowedIPs overlap; \
-                 give one of them another address",
-                peer.address
-            ),
-            );
-        }
+        by_address.entry(peer.address).or_default().push(name);
         if peer.public_key == server.public_key {
             report(
                 at("public_key"),
                 "is the server's own public key; every peer needs its own key pair".into(),
             );
         }
-        if let Some(other) = by_key.insert(peer.public_key, name) {
-            report(
-                at("public_key"),
-                format!(
-                    "is also the public key of peer {other}; every peer needs its own key pair"
-                ),
-            );
+        if peer.public_key.is_low_order() {
+            report(at("public_key"), LOW_ORDER.into());
         }
+        by_key.entry(peer.public_key).or_default().push(name);
         if let Some(access) = &peer.access {
             for net in access.iter().filter(|n| !canonical(n)) {
                 report(
@@ -144,6 +166,77 @@ pub fn check(state: &State) -> Vec<Problem> {
             check_access(access, &server.deny, at("access"), &mut report);
         }
     }
+    // Each peer of a clash gets its own line naming the others, so whichever peer a command
+    // is about comes first in its message.
+    for (address, names) in by_address.iter().filter(|(_, n)| n.len() > 1) {
+        for name in names {
+            report(
+                format!("{}: address", peer_file(name)),
+                format!(
+                    "{address} is already used by {}: their server-side AllowedIPs would \
+                     overlap; give this peer another address (or let wgadm pick a free one)",
+                    others(names, name)
+                ),
+            );
+        }
+    }
+    for names in by_key.values().filter(|n| n.len() > 1) {
+        for name in names {
+            report(
+                format!("{}: public_key", peer_file(name)),
+                format!(
+                    "is already used by {}; every peer needs its own key pair \
+                     (`wgadm peer rotate` gives this one a new one)",
+                    others(names, name)
+                ),
+            );
+        }
+    }
+    problems
+}
+
+/// What a public key of small order is told.
+const LOW_ORDER: &str = "is a low-order X25519 point (all zeros, for instance) that every \
+    private key shares the same secret with, so it authenticates nobody; use the real public \
+    key of a key pair (`wg genkey | wg pubkey`)";
+
+/// The smallest subnet: a /30 holds one peer.
+pub const MAX_SUBNET_PREFIX: u8 = 30;
+/// The largest subnet. wg-quick routes the interface's whole subnet into the tunnel, so a
+/// short prefix would capture the server's own traffic (a /0 its default route), and ipam
+/// walks the subnet address by address; 16 million peers is more than any server holds.
+pub const MIN_SUBNET_PREFIX: u8 = 8;
+
+/// `peers/OTHER.yml` for every peer of `names` but `me`, joined.
+fn others(names: &[&PeerName], me: &PeerName) -> String {
+    names
+        .iter()
+        .filter(|n| **n != me)
+        .map(|n| peer_file(n))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// What a command that changes `changed` must refuse: the problems `after` has that `before`
+/// did not, those about `changed` first, and without the mirror images on other peers of a
+/// clash that `changed`'s own lines already name.
+pub fn refusals(before: &State, after: &State, changed: &PeerName) -> Vec<Problem> {
+    let own = format!("{}:", peer_file(changed));
+    let theirs = peer_file(changed);
+    let mut problems = new_problems(before, after);
+    let own_lines: Vec<Problem> = problems
+        .iter()
+        .filter(|p| p.place.starts_with(&own))
+        .cloned()
+        .collect();
+    problems.retain(|p| {
+        p.place.starts_with(&own)
+            || !(p.message.contains(&theirs)
+                && own_lines
+                    .iter()
+                    .any(|o| o.place.rsplit(": ").next() == p.place.rsplit(": ").next()))
+    });
+    problems.sort_by_key(|p| !p.place.starts_with(&own));
     problems
 }
 
@@ -211,14 +304,21 @@ mod tests {
         s.peers
             .insert("dave".parse().unwrap(), peer("192.168.100.1", 4));
         let m = messages(&s).join("\n");
-        assert!(
-            m.contains("peers/bob.yml: address: 192.168.100.2 is also the address of peer alice"),
-            "{m}"
-        );
-        assert!(
-            m.contains("peers/bob.yml: public_key: is also the public key of peer alice"),
-            "{m}"
-        );
+        // A clash is told to each of its peers, naming the others.
+        for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+            assert!(
+                m.contains(&format!(
+                    "peers/{me}.yml: address: 192.168.100.2 is already used by peers/{other}.yml"
+                )),
+                "{m}"
+            );
+            assert!(
+                m.contains(&format!(
+                    "peers/{me}.yml: public_key: is already used by peers/{other}.yml"
+                )),
+                "{m}"
+            );
+        }
         assert!(
             m.contains("peers/carol.yml: address: 10.0.0.1 is outside the subnet 192.168.100.0/24"),
             "{m}"
@@ -233,7 +333,7 @@ mod tests {
             m.contains("peers/dave.yml: address: 192.168.100.1 is the server's own address"),
             "{m}"
         );
-        assert_eq!(check(&s).len(), 5);
+        assert_eq!(check(&s).len(), 7);
     }
 
     #[test]
@@ -261,6 +361,82 @@ mod tests {
         assert!(
             m.contains("server.yml: access: 172.16.10.0/25 overlaps the denied range"),
             "{m}"
+        );
+    }
+
+    #[test]
+    fn subnets_are_bounded_and_kept_clear_of_the_deny_list() {
+        let m = messages(&state("0.0.0.0/0", "0.0.0.1")).join("\n");
+        assert!(
+            m.contains("server.yml: subnet: 0.0.0.0/0 is larger than a /8"),
+            "{m}"
+        );
+        assert!(messages(&state("10.0.0.0/8", "10.0.0.1")).is_empty());
+        assert!(messages(&state("10.0.0.0/30", "10.0.0.1")).is_empty());
+        let m = messages(&state("10.0.0.0/31", "10.0.0.1")).join("\n");
+        assert!(m.contains("holds no peers; use a /30 or larger"), "{m}");
+
+        // The deny list equal to the subnet covers the server's own address.
+        let s = state("172.16.10.0/24", "172.16.10.1");
+        assert_eq!(
+            messages(&s),
+            [
+                "server.yml: deny: 172.16.10.0/24 covers the server's own address 172.16.10.1: \
+              the VPN could not reach its server; narrow the deny list or move the VPN subnet"
+            ]
+        );
+        // Overlapping without covering the server: named on the subnet.
+        let mut s = state("192.168.100.0/24", "192.168.100.1");
+        s.server.deny.push("192.168.100.128/25".parse().unwrap());
+        let m = messages(&s).join("\n");
+        assert!(
+            m.contains(
+                "server.yml: subnet: 192.168.100.0/24 overlaps the denied range 192.168.100.128/25"
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn low_order_public_keys_are_refused_everywhere() {
+        let mut s = state("192.168.100.0/24", "192.168.100.1");
+        s.server.public_key = Key::from([0; 32]);
+        s.peers
+            .insert("alice".parse().unwrap(), peer("192.168.100.2", 0));
+        let m = messages(&s).join("\n");
+        assert!(
+            m.contains("server.yml: public_key: is a low-order X25519 point"),
+            "{m}"
+        );
+        assert!(
+            m.contains("peers/alice.yml: public_key: is a low-order X25519 point"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_changed_peer_first_and_the_other_after() {
+        let mut before = state("192.168.100.0/24", "192.168.100.1");
+        before
+            .peers
+            .insert("bob".parse().unwrap(), peer("192.168.100.2", 2));
+        let mut after = before.clone();
+        // "aaa" sorts before "bob": the clash must still be told from aaa's side only.
+        let aaa: PeerName = "aaa".parse().unwrap();
+        after.peers.insert(aaa.clone(), peer("192.168.100.2", 2));
+        let r: Vec<String> = refusals(&before, &after, &aaa)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            r,
+            [
+                "peers/aaa.yml: address: 192.168.100.2 is already used by peers/bob.yml: their \
+                 server-side AllowedIPs would overlap; give this peer another address (or let \
+                 wgadm pick a free one)",
+                "peers/aaa.yml: public_key: is already used by peers/bob.yml; every peer needs \
+                 its own key pair (`wgadm peer rotate` gives this one a new one)"
+            ]
         );
     }
 }

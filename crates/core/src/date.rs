@@ -24,22 +24,39 @@ fn days_in_month(year: i32, month: u8) -> u8 {
 }
 
 impl Date {
-    /// Parses `YYYY-MM-DD`.
+    /// The earliest date accepted: the Unix epoch (nothing in a VPN's life is older).
+    pub const MIN_YEAR: i32 = 1970;
+    /// The latest year accepted: the last with four digits.
+    pub const MAX_YEAR: i32 = 9999;
+
+    /// Parses `YYYY-MM-DD` from 1970-01-01 to 9999-12-31. The error does not repeat the text
+    /// (it may come from a hand-edited file); callers name the field.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("date {s:?} is not a valid YYYY-MM-DD date");
+        let bad = || {
+            format!(
+                "is not a valid YYYY-MM-DD date from {}-01-01 to {}-12-31",
+                Self::MIN_YEAR,
+                Self::MAX_YEAR
+            )
+        };
         let mut parts = s.split('-');
         let (Some(y), Some(m), Some(d), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(bad());
         };
-        if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if y.len() != 4 || m.len() != 2 || d.len() != 2 || !digits(y) || !digits(m) || !digits(d) {
             return Err(bad());
         }
         let year: i32 = y.parse().map_err(|_| bad())?;
         let month: u8 = m.parse().map_err(|_| bad())?;
         let day: u8 = d.parse().map_err(|_| bad())?;
-        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        if !(Self::MIN_YEAR..=Self::MAX_YEAR).contains(&year)
+            || !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+        {
             return Err(bad());
         }
         Ok(Date { year, month, day })
@@ -88,7 +105,7 @@ impl Serialize for Date {
 
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Date::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+        crate::de::parsed(d, "the date", Date::parse)
     }
 }
 
@@ -106,9 +123,17 @@ mod tests {
             "24-01-01",
             "2024-01-01x",
             "",
+            "0999-01-01",
+            "1969-12-31",
+            "+999-01-01",
+            "2024-+1-01",
+            "2024-01-+1",
         ] {
-            assert!(Date::parse(bad).is_err(), "{bad}");
+            let err = Date::parse(bad).expect_err(bad);
+            assert!(err.contains("from 1970-01-01 to 9999-12-31"), "{err}");
+            assert!(bad.is_empty() || !err.contains(bad), "{err}");
         }
+        assert!(Date::parse("1970-01-01").is_ok() && Date::parse("9999-12-31").is_ok());
     }
 
     #[test]

@@ -20,6 +20,43 @@ pub enum KeyError {
     Length(usize),
 }
 
+/// p = 2^255 - 19 plus `low`, little-endian (p-1, p and p+1 are low-order encodings).
+const fn p_plus(low: u8) -> [u8; 32] {
+    let mut b = [0xff; 32];
+    b[0] = low;
+    b[31] = 0x7f;
+    b
+}
+
+/// The u-coordinates of small order (libsodium's blocklist, `x25519_ref10.c`).
+const LOW_ORDER: [[u8; 32]; 7] = [
+    // 0 (order 4)
+    [0; 32],
+    // 1 (order 1)
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    // Order 8.
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    // Order 8.
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    // p-1 (order 2)
+    p_plus(0xec),
+    // p, that is 0 again (order 4)
+    p_plus(0xed),
+    // p+1, that is 1 again (order 1)
+    p_plus(0xee),
+];
+
 fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
     let bytes = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| KeyError::Base64)?);
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length(bytes.len()))
@@ -29,6 +66,17 @@ impl Key {
     /// Parses a base64 key.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         decode32(text).map(Key)
+    }
+
+    /// Whether this is one of the X25519 points of small order (all zeros among them): any
+    /// private key computes the same, all-zero, shared secret with it, so it authenticates
+    /// nobody. Checked the way libsodium's `has_small_order` does: the 7 such u-coordinates
+    /// below 2^255 (0, 1, p-1, p, p+1 and the two of order 8), ignoring the top bit, which
+    /// X25519 masks off.
+    pub fn is_low_order(&self) -> bool {
+        let mut masked = self.0;
+        masked[31] &= 0x7f;
+        LOW_ORDER.iter().any(|p| *p == masked)
     }
 
     /// The raw bytes.
@@ -68,8 +116,7 @@ impl Serialize for Key {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Key::parse(&text).map_err(|e| serde::de::Error::custom(format!("public key {e}")))
+        crate::de::parsed(d, "the public key", Key::parse)
     }
 }
 
@@ -149,6 +196,43 @@ mod tests {
             private.public_key().to_hex(),
             "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
         );
+    }
+
+    #[test]
+    fn low_order_points_are_recognized_and_give_an_all_zero_secret() {
+        let mut points: Vec<[u8; 32]> = LOW_ORDER.to_vec();
+        // The same with the top bit set, which X25519 ignores.
+        points.extend(LOW_ORDER.iter().map(|p| {
+            let mut q = *p;
+            q[31] |= 0x80;
+            q
+        }));
+        assert_eq!(points.len(), 14);
+        for p in &points {
+            assert!(Key::from(*p).is_low_order(), "{}", Key::from(*p));
+            // What makes them useless: every private key agrees on the all-zero secret.
+            for seed in [1u8, 77, 200] {
+                let s =
+                    x25519_dalek::StaticSecret::from(*Secret::private_from_random([seed; 32]).0);
+                let shared = s.diffie_hellman(&x25519_dalek::PublicKey::from(*p));
+                assert_eq!(shared.as_bytes(), &[0u8; 32], "{}", Key::from(*p));
+            }
+        }
+        assert!(Key::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .unwrap()
+            .is_low_order());
+    }
+
+    proptest::proptest! {
+        /// Real public keys are never refused, and a point is refused exactly when the shared
+        /// secret with it would be all zeros.
+        #[test]
+        fn real_keys_are_not_low_order(seed in proptest::prelude::any::<[u8; 32]>(), u in proptest::prelude::any::<[u8; 32]>()) {
+            proptest::prop_assert!(!Secret::private_from_random(seed).public_key().is_low_order());
+            let s = x25519_dalek::StaticSecret::from(*Secret::private_from_random(seed).0);
+            let zero = s.diffie_hellman(&x25519_dalek::PublicKey::from(u)).as_bytes() == &[0u8; 32];
+            proptest::prop_assert_eq!(zero, Key::from(u).is_low_order());
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 pub mod check;
 pub mod conf;
 pub mod date;
+mod de;
 pub mod device;
+pub mod endpoint;
 pub mod events;
 pub mod firewall;
 pub mod ipam;
@@ -24,9 +26,11 @@ pub mod snapshot;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod yaml;
 
 pub use check::{check, Problem};
 pub use date::Date;
+pub use endpoint::{Endpoint, EndpointError};
 pub use key::{Key, KeyError, Secret};
 pub use model::{Peer, Server, State};
 pub use name::{InterfaceName, PeerName};

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::{Date, InterfaceName, Key, PeerName};
+use crate::{Date, Endpoint, InterfaceName, Key, PeerName};
 
 /// The default client keepalive in seconds (FR-008): short enough for most NAT timeouts.
 pub const DEFAULT_KEEPALIVE: u16 = 25;
@@ -25,7 +25,7 @@ pub struct Server {
     /// The UDP port WireGuard listens on.
     pub listen_port: u16,
     /// `HOST:PORT` that clients connect to.
-    pub endpoint: String,
+    pub endpoint: Endpoint,
     /// The server's public key (its private key is in `server.key`).
     pub public_key: Key,
     /// What a peer may reach unless its own file says otherwise.
@@ -118,77 +118,9 @@ impl State {
     }
 }
 
-/// Splits `HOST[:PORT]` and fills in the port when it is missing. IPv6 hosts go in brackets.
-pub fn normalize_endpoint(endpoint: &str, default_port: u16) -> Result<String, String> {
-    let bad = |why: &str| format!("endpoint {endpoint:?} {why}; write HOST or HOST:PORT");
-    let e = endpoint.trim();
-    if e.is_empty() || e.chars().any(char::is_whitespace) {
-        return Err(bad("is empty or contains white space"));
-    }
-    let (host, port) = if let Some(rest) = e.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| bad("has no closing ']'"))?;
-        let port = match after {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| bad("has text after ']'"))?,
-            ),
-        };
-        (format!("[{host}]"), port)
-    } else {
-        match e.rsplit_once(':') {
-            Some((h, _)) if h.contains(':') => {
-                return Err(bad("looks like IPv6: put it in brackets"))
-            }
-            Some((h, p)) => (h.to_owned(), Some(p)),
-            None => (e.to_owned(), None),
-        }
-    };
-    if host.is_empty() || host == "[]" {
-        return Err(bad("has no host"));
-    }
-    let port = match port {
-        None => default_port,
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => return Err(bad("has a port that is not 1-65535")),
-        },
-    };
-    Ok(format!("{host}:{port}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_get_a_port() {
-        assert_eq!(
-            normalize_endpoint("vpn.example.com", 51820).unwrap(),
-            "vpn.example.com:51820"
-        );
-        assert_eq!(
-            normalize_endpoint("1.2.3.4:443", 51820).unwrap(),
-            "1.2.3.4:443"
-        );
-        assert_eq!(
-            normalize_endpoint("[2001:db8::1]", 51820).unwrap(),
-            "[2001:db8::1]:51820"
-        );
-        for bad in [
-            "",
-            "a b",
-            "host:0",
-            "host:x",
-            "2001:db8::1",
-            "[::1",
-            ":51820",
-        ] {
-            assert!(normalize_endpoint(bad, 51820).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn firewall_fields_have_defaults_and_parse() {

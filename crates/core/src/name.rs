@@ -101,7 +101,7 @@ macro_rules! text_impls {
         }
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+                crate::de::parsed(d, "", Self::parse)
             }
         }
     };

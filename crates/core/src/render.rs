@@ -135,7 +135,92 @@ mod tests {
         assert!(text.contains("Endpoint = vpn.example.com:51820\n"));
     }
 
+    /// The lines a config may have: comments, section headers and these keys, nothing else.
+    fn lines_are_only(text: &str, keys: &[&str]) -> Result<usize, String> {
+        let mut n = 0;
+        for line in text.split('\n') {
+            n += 1;
+            if line.chars().any(|c| c.is_control()) {
+                return Err(format!("control character in {line:?}"));
+            }
+            let ok = line.is_empty()
+                || line.starts_with("# ")
+                || line == "[Interface]"
+                || line == "[Peer]"
+                || line.split_once(" = ").is_some_and(|(k, v)| {
+                    keys.contains(&k) && !v.is_empty() && !v.contains('#') && !v.contains(" = ")
+                });
+            if !ok {
+                return Err(format!("unexpected line {line:?}"));
+            }
+        }
+        Ok(n)
+    }
+
+    fn endpoint_strategy() -> impl Strategy<Value = crate::Endpoint> {
+        let label = "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?";
+        prop_oneof![
+            (proptest::collection::vec(label, 1..4), "[a-z]{2,6}")
+                .prop_map(|(l, tld)| format!("{}.{tld}", l.join("."))),
+            any::<[u8; 4]>().prop_map(|b| std::net::Ipv4Addr::from(b).to_string()),
+            any::<[u16; 8]>().prop_map(|b| format!("[{}]", std::net::Ipv6Addr::from(b))),
+        ]
+        .prop_flat_map(|host| (Just(host), 1u16..=65535))
+        .prop_map(|(host, port)| format!("{host}:{port}").parse().unwrap())
+    }
+
     proptest! {
+        /// Whatever an accepted model holds (any endpoint, names, DNS servers, access lists,
+        /// keepalives), every rendered line is a header, a comment or one known key, and there
+        /// are exactly as many lines as the model asks for: no field can add a line.
+        #[test]
+        fn no_model_adds_a_line_to_a_config(
+            endpoint in endpoint_strategy(),
+            dns in proptest::collection::vec(any::<std::net::IpAddr>(), 0..3),
+            names in proptest::collection::btree_set("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", 1..5),
+            access in proptest::collection::vec((any::<[u8; 4]>(), 0u8..=32), 1..4),
+            keepalive in any::<u16>(),
+            psk in any::<bool>(),
+        ) {
+            let mut s = state("192.168.100.0/24", "192.168.100.1");
+            s.server.endpoint = endpoint;
+            s.server.dns = dns;
+            let access: Vec<ipnet::Ipv4Net> = access
+                .iter()
+                .map(|(a, p)| ipnet::Ipv4Net::new((*a).into(), *p).unwrap().trunc())
+                .collect();
+            for (i, name) in names.iter().enumerate() {
+                let mut p = peer(&format!("192.168.100.{}", i + 2), i as u8 + 1);
+                p.keepalive = keepalive;
+                p.access = Some(access.clone());
+                s.peers.insert(name.parse().unwrap(), p);
+            }
+            let key = Secret::private_from_random([5; 32]);
+            let psk_key = Secret::preshared_from_random([6; 32]);
+            let psks: BTreeMap<PeerName, Secret> = if psk {
+                s.peers.keys().map(|n| (n.clone(), psk_key.clone())).collect()
+            } else {
+                BTreeMap::new()
+            };
+            let server = server_config(&s, &key, &psks, today());
+            let n = lines_are_only(&server, &["PrivateKey", "Address", "ListenPort", "PublicKey", "PresharedKey", "AllowedIPs"]);
+            // Header comment, 4 interface lines, then per peer: blank, comment, 3 or 4 lines;
+            // and the final newline.
+            let per_peer = if psk { 6 } else { 5 };
+            prop_assert_eq!(n, Ok(5 + per_peer * s.peers.len() + 1));
+            for (name, p) in &s.peers {
+                let client = client_config(&s, name, p, Some(&key), psks.get(name));
+                let n = lines_are_only(&client, &["PrivateKey", "Address", "DNS", "PublicKey", "PresharedKey", "Endpoint", "AllowedIPs", "PersistentKeepalive"]);
+                let expected = 4 + usize::from(!s.server.dns.is_empty()) + 3
+                    + usize::from(psk) + 2 + usize::from(keepalive > 0) + 1;
+                prop_assert_eq!(n, Ok(expected), "{}", *client);
+                let parsed = conf::parse(&client).unwrap();
+                prop_assert_eq!(parsed.len(), 2);
+                let endpoint = s.server.endpoint.to_string();
+                prop_assert_eq!(parsed[1].get("Endpoint"), Some(endpoint.as_str()));
+            }
+        }
+
         /// What the renderer writes, a wg-quick parser reads back: the same keys, addresses
         /// and peers, in order.
         #[test]

@@ -11,7 +11,7 @@ pub fn state(subnet: &str, address: &str) -> State {
             subnet: subnet.parse().unwrap(),
             address: address.parse().unwrap(),
             listen_port: 51820,
-            endpoint: "vpn.example.com:51820".into(),
+            endpoint: "vpn.example.com:51820".parse().unwrap(),
             public_key: Key::from([0xee; 32]),
             access: vec!["192.168.0.0/16".parse().unwrap()],
             deny: vec!["172.16.10.0/24".parse().unwrap()],

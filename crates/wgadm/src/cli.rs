@@ -329,7 +329,16 @@ pub struct PeerRotateArgs {
 }
 
 fn parse_key(s: &str) -> Result<Key, String> {
-    Key::parse(s).map_err(|e| format!("the public key {e}"))
+    match Key::parse(s) {
+        Ok(k) if k.is_low_order() => Err(
+            "the public key is a low-order X25519 point (all zeros, for instance) that every \
+             private key shares the same secret with, so it authenticates nobody; give the real \
+             public key of the client's key pair (`wg genkey | wg pubkey`)"
+                .into(),
+        ),
+        Ok(k) => Ok(k),
+        Err(e) => Err(format!("the public key {e}")),
+    }
 }
 
 /// `--ipam`.

@@ -115,7 +115,13 @@ impl Store {
     /// Reads `server.yml` and every `peers/*.yml`; all parse problems are reported together.
     pub fn load(&self) -> Result<State> {
         let mut problems = Vec::new();
-        let server_text = fs::read_to_string(self.server_yml()).map_err(|e| self.missing_or(e))?;
+        let server_text = fs::read_to_string(self.server_yml()).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                self.missing_or(e)
+            } else {
+                Error::io(&self.server_yml(), e)
+            }
+        })?;
         let server: Option<Server> = parse_yaml("server.yml", &server_text, &mut problems);
         let mut peers = BTreeMap::new();
         let files = self.peer_files()?;
@@ -211,18 +217,17 @@ impl Store {
     }
 }
 
-fn parse_yaml<T: serde::de::DeserializeOwned>(
+/// Parses a state file; the problem (never quoting the file: it may hold a key) goes to
+/// `problems`. Size, nesting and wording rules: `wgadm_core::yaml`.
+fn parse_yaml<T: wgadm_core::yaml::Schema>(
     place: &str,
     text: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    match serde_norway::from_str(text) {
+    match wgadm_core::yaml::parse(place, text) {
         Ok(v) => Some(v),
-        Err(e) => {
-            problems.push(Problem {
-                place: place.to_owned(),
-                message: format!("{e}; fix the file or restore it"),
-            });
+        Err(problem) => {
+            problems.push(problem);
             None
         }
     }

@@ -155,7 +155,7 @@ fn peer_add_rejects_bad_input_and_changes_nothing() {
     refused(
         &env,
         &["peer", "add", "bob", "--public-key", &alice_key],
-        &["peers/bob.yml: public_key: is also the public key of peer alice"],
+        &["the state has a problem:\n  peers/bob.yml: public_key: is already used by peers/alice.yml"],
     );
     refused(
         &env,
@@ -165,7 +165,10 @@ fn peer_add_rejects_bad_input_and_changes_nothing() {
     refused(
         &env,
         &["peer", "add", "bob", "--address", "192.168.100.2"],
-        &["192.168.100.2 is also the address of peer alice", "overlap"],
+        &[
+            "peers/bob.yml: address: 192.168.100.2 is already used by peers/alice.yml",
+            "overlap",
+        ],
     );
     refused(
         &env,
@@ -285,16 +288,18 @@ fn check_reports_every_problem_and_stray_or_loose_key_files() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
+    // The clash is told to both peers, each naming the other.
     let err = env.run(&["check"]).fails_with(&[
-        "peers/bob.yml: address: 192.168.100.2 is also the address of peer alice",
+        "peers/bob.yml: address: 192.168.100.2 is already used by peers/alice.yml",
+        "peers/alice.yml: address: 192.168.100.2 is already used by peers/bob.yml",
         "peers/ghost.key: belongs to no peer",
         "peers/alice.key: has mode 644",
     ]);
-    assert!(err.contains("3 problems"), "{err}");
+    assert!(err.contains("4 problems"), "{err}");
     let json: serde_json::Value =
         serde_json::from_str(&env.run(&["--json", "check"]).stdout).unwrap();
     assert_eq!(json["ok"], false);
-    assert_eq!(json["problems"].as_array().unwrap().len(), 3);
+    assert_eq!(json["problems"].as_array().unwrap().len(), 4);
 }
 
 #[test]
@@ -699,7 +704,8 @@ fn peer_set_changes_one_peer_within_the_rules() {
     refused(
         &env,
         &["peer", "set", "alice", "--address", "192.168.100.3"],
-        &["peers/bob.yml: address: 192.168.100.3 is also the address of peer alice"],
+        // The peer being changed first, the other one after; and only from its side.
+        &["the state has a problem:\n  peers/alice.yml: address: 192.168.100.3 is already used by peers/bob.yml"],
     );
     refused(
         &env,

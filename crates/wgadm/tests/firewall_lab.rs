@@ -71,7 +71,7 @@ impl Vpn {
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 address: VPN_SERVER,
                 listen_port: PORT,
-                endpoint: format!("{SERVER_WAN}:{PORT}"),
+                endpoint: format!("{SERVER_WAN}:{PORT}").parse().unwrap(),
                 public_key: server_key.public_key(),
                 access: vec!["192.168.0.0/16".parse().unwrap()],
                 deny: vec!["172.16.10.0/24".parse().unwrap()],

@@ -1,8 +1,8 @@
 //! `wgadm init`: a new state directory with the server's key pair.
 
 use serde_json::json;
-use wgadm_core::model::{normalize_endpoint, DEFAULT_KEEPALIVE};
-use wgadm_core::{check, Server, State};
+use wgadm_core::model::DEFAULT_KEEPALIVE;
+use wgadm_core::{check, Endpoint, Server, State};
 
 use super::Ctx;
 use crate::cli::InitArgs;
@@ -44,8 +44,17 @@ fn init(ctx: &Ctx, args: InitArgs) -> Result<()> {
             Error::Invalid(format!("--subnet {} has no host addresses", args.subnet))
         })?,
     };
-    let endpoint = normalize_endpoint(&args.endpoint, args.listen_port)
-        .map_err(|e| Error::Invalid(format!("--endpoint: {e}")))?;
+    if args.listen_port == 0 {
+        return Err(Error::Invalid(
+            "--listen-port 0 is no port; give one from 1 to 65535".into(),
+        ));
+    }
+    let endpoint = Endpoint::with_default_port(&args.endpoint, args.listen_port).map_err(|e| {
+        Error::Invalid(format!(
+            "--endpoint {e}; give HOST or HOST:PORT, HOST being a DNS name, an IPv4 address \
+             or an IPv6 address in brackets (the port defaults to --listen-port)"
+        ))
+    })?;
     let private = secrets::generate_private()?;
     let state = State {
         server: Server {

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use serde::Serialize;
-use wgadm_core::check::new_problems;
+use wgadm_core::check::refusals;
 use wgadm_core::{ipam, render, Date, Peer, PeerName, Secret, State};
 use zeroize::Zeroizing;
 
@@ -85,9 +85,9 @@ fn find<'a>(ctx: &Ctx, state: &'a State, name: &PeerName) -> Result<&'a Peer> {
     })
 }
 
-/// Refuses a change that would break a rule the state keeps now.
-fn validate(before: &State, after: &State) -> Result<()> {
-    let problems = new_problems(before, after);
+/// Refuses a change to peer `name` that would break a rule the state keeps now.
+fn validate(before: &State, after: &State, name: &PeerName) -> Result<()> {
+    let problems = refusals(before, after, name);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -229,7 +229,7 @@ fn store_new_peer(
     let store = &ctx.store;
     let mut after = state.clone();
     after.peers.insert(name.clone(), peer.clone());
-    validate(state, &after)?;
+    validate(state, &after, name)?;
     if args.expires.is_some_and(|e| e <= ctx.today) {
         eprintln!("wgadm: warning: peer {name} expires {} (today or earlier): it will not be put on the server", peer.expires.map(|e| e.to_string()).unwrap_or_default());
     }
@@ -410,7 +410,7 @@ fn change_peer(
     change(&mut peer);
     let mut after = state.clone();
     after.peers.insert(name.clone(), peer.clone());
-    validate(&state, &after)?;
+    validate(&state, &after, name)?;
     Ok((after, peer))
 }
 
