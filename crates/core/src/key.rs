@@ -76,7 +76,7 @@ impl Key {
     pub fn is_low_order(&self) -> bool {
         let mut masked = self.0;
         masked[31] &= 0x7f;
-        LOW_ORDER.iter().any(|p| *p == masked)
+        LOW_ORDER.contains(&masked)
     }
 
     /// The raw bytes.
