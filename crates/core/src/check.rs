@@ -25,6 +25,21 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A file name as a message may show it: as it is when it is plain printable ASCII, else
+/// quoted and escaped, so a name holding a line break or a terminal escape cannot forge lines
+/// or colours in a message.
+pub fn shown_file_name(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'"')
+    {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    }
+}
+
 /// The file a peer lives in, relative to the state directory.
 pub fn peer_file(name: &PeerName) -> String {
     format!("peers/{name}.yml")
@@ -362,6 +377,14 @@ mod tests {
             m.contains("server.yml: access: 172.16.10.0/25 overlaps the denied range"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn odd_file_names_are_escaped_in_messages() {
+        assert_eq!(shown_file_name("alice.yml"), "alice.yml");
+        assert_eq!(shown_file_name("a\nb.yml"), "\"a\\nb.yml\"");
+        assert_eq!(shown_file_name("\u{1b}[31mx.yml"), "\"\\u{1b}[31mx.yml\"");
+        assert_eq!(shown_file_name("a b.yml"), "\"a b.yml\"");
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl Store {
 
     /// Reads and parses one peer file.
     fn read_peer(&self, (name, file): &(Result<PeerName, String>, String)) -> Result<ParsedPeer> {
-        let place = format!("peers/{file}");
+        let place = format!("peers/{}", wgadm_core::check::shown_file_name(file));
         let name = match name {
             Ok(name) => name.clone(),
             Err(why) => {

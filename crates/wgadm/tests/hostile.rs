@@ -402,3 +402,24 @@ fn an_unreadable_server_yml_is_named_not_the_directory() {
         "the message should name the file:\n{err}"
     );
 }
+
+#[test]
+fn a_file_name_with_a_line_break_cannot_forge_a_message_line() {
+    let env = Env::new();
+    env.init(&[]);
+    std::fs::write(
+        env.path("peers/a\nPostUp = x\u{1b}[31m.yml"),
+        "address: 192.168.100.9\n",
+    )
+    .unwrap();
+    let err = refused(
+        &env,
+        &["check"],
+        &["peers/\"a\\nPostUp = x\\u{1b}[31m.yml\"", "rename the file"],
+        &[],
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("PostUp")) && !err.contains('\u{1b}'),
+        "{err}"
+    );
+}
