@@ -72,6 +72,9 @@ pub enum Command {
     /// Keep NetBox in step with the state: the VPN prefix, the server VM, its tunnel, every peer.
     #[command(subcommand)]
     Netbox(NetboxCommand),
+    /// Encrypt, decrypt or re-key every key file of the state in one atomic step.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -253,9 +256,13 @@ pub struct PeerAddArgs {
     /// Print the client config as a QR code right away.
     #[arg(long)]
     pub qr: bool,
-    /// Write the client config to this file (mode 0600).
+    /// Write the client config to this file (mode 0600; `-`: stdout). It must be outside the
+    /// state and WireGuard config directories, and a regular file if it exists.
     #[arg(long, value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+    /// Replace the existing file of --config-out.
+    #[arg(long, requires = "config_out")]
+    pub force: bool,
     /// Where the address comes from: the lowest free one in the state, or the next free one
     /// of the VPN prefix in NetBox (taken atomically there, so two administrators never get
     /// the same address; the new IP address is then the peer's record in NetBox).
@@ -310,9 +317,13 @@ pub struct PeerQrArgs {
     /// The image format.
     #[arg(long, value_enum, default_value = "ansi")]
     pub format: QrFormat,
-    /// Write to this file (mode 0600) instead of stdout.
+    /// Write to this file (mode 0600) instead of stdout (`-`: stdout). It must be outside the
+    /// state and WireGuard config directories, and a regular file if it exists.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Replace the existing file of --output.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 /// `wgadm peer rotate`.
@@ -339,6 +350,38 @@ pub enum IpamArg {
     Local,
     /// The next free address of the VPN prefix in NetBox.
     Netbox,
+}
+
+/// `wgadm vault ...`: one state has one vault mode (server.key's) and one password; these
+/// change it for every key file at once, all or nothing.
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Encrypt every key file with the password of --vault-password-file (a plaintext state,
+    /// or one with keys in both modes, becomes a vault state).
+    Encrypt(VaultArgs),
+    /// Decrypt every key file (plaintext, mode 0600), opening them with --vault-password-file.
+    Decrypt(VaultArgs),
+    /// Re-encrypt every key file under the password of --new-vault-password-file.
+    Rekey(VaultRekeyArgs),
+}
+
+/// `wgadm vault encrypt|decrypt`.
+#[derive(Debug, Args)]
+pub struct VaultArgs {
+    /// List the key files that would be rewritten and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `wgadm vault rekey`.
+#[derive(Debug, Args)]
+pub struct VaultRekeyArgs {
+    /// The file holding the new password (the old one comes from --vault-password-file).
+    #[arg(long, value_name = "FILE")]
+    pub new_vault_password_file: PathBuf,
+    /// List the key files that would be rewritten and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `wgadm netbox ...`.
