@@ -21,6 +21,7 @@ pub struct Cli {
 
     /// Encrypt key files with Ansible Vault using the password in this file (an executable
     /// file is run and its output used, as Ansible does). Without it, key files are plaintext, mode 0600.
+    /// A state keeps the mode and password its server.key has (`wgadm vault` changes them).
     #[arg(
         long,
         global = true,
@@ -395,7 +396,7 @@ pub enum NetboxCommand {
 }
 
 /// Where NetBox is and its API token. The token itself is never an argument: it comes from a
-/// file or from WGADM_NETBOX_TOKEN (or NETBOX_TOKEN).
+/// 0600 file or, for interactive use, from WGADM_NETBOX_TOKEN (or NETBOX_TOKEN).
 #[derive(Debug, Clone, Args)]
 pub struct NetboxArgs {
     /// NetBox's URL, e.g. https://netbox.example.com.
@@ -406,7 +407,8 @@ pub struct NetboxArgs {
         value_name = "URL"
     )]
     pub url: Option<String>,
-    /// A file holding the NetBox API token [default: the token in WGADM_NETBOX_TOKEN or NETBOX_TOKEN].
+    /// A file holding the NetBox API token, readable by its owner only (0600) [default, for
+    /// interactive use: the token in WGADM_NETBOX_TOKEN or NETBOX_TOKEN].
     #[arg(
         long = "netbox-token-file",
         visible_alias = "token-file",
