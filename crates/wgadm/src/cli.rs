@@ -21,6 +21,7 @@ pub struct Cli {
 
     /// Encrypt key files with Ansible Vault using the password in this file (an executable
     /// file is run and its output used, as Ansible does). Without it, key files are plaintext, mode 0600.
+    /// A state keeps the mode and password its server.key has (`wgadm vault` changes them).
     #[arg(
         long,
         global = true,
@@ -72,6 +73,9 @@ pub enum Command {
     /// Keep NetBox in step with the state: the VPN prefix, the server VM, its tunnel, every peer.
     #[command(subcommand)]
     Netbox(NetboxCommand),
+    /// Encrypt, decrypt or re-key every key file of the state in one atomic step.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -253,9 +257,13 @@ pub struct PeerAddArgs {
     /// Print the client config as a QR code right away.
     #[arg(long)]
     pub qr: bool,
-    /// Write the client config to this file (mode 0600).
+    /// Write the client config to this file (mode 0600; `-`: stdout). It must be outside the
+    /// state and WireGuard config directories, and a regular file if it exists.
     #[arg(long, value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+    /// Replace the existing file of --config-out.
+    #[arg(long, requires = "config_out")]
+    pub force: bool,
     /// Where the address comes from: the lowest free one in the state, or the next free one
     /// of the VPN prefix in NetBox (taken atomically there, so two administrators never get
     /// the same address; the new IP address is then the peer's record in NetBox).
@@ -310,9 +318,13 @@ pub struct PeerQrArgs {
     /// The image format.
     #[arg(long, value_enum, default_value = "ansi")]
     pub format: QrFormat,
-    /// Write to this file (mode 0600) instead of stdout.
+    /// Write to this file (mode 0600) instead of stdout (`-`: stdout). It must be outside the
+    /// state and WireGuard config directories, and a regular file if it exists.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Replace the existing file of --output.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 /// `wgadm peer rotate`.
@@ -350,6 +362,38 @@ pub enum IpamArg {
     Netbox,
 }
 
+/// `wgadm vault ...`: one state has one vault mode (server.key's) and one password; these
+/// change it for every key file at once, all or nothing.
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Encrypt every key file with the password of --vault-password-file (a plaintext state,
+    /// or one with keys in both modes, becomes a vault state).
+    Encrypt(VaultArgs),
+    /// Decrypt every key file (plaintext, mode 0600), opening them with --vault-password-file.
+    Decrypt(VaultArgs),
+    /// Re-encrypt every key file under the password of --new-vault-password-file.
+    Rekey(VaultRekeyArgs),
+}
+
+/// `wgadm vault encrypt|decrypt`.
+#[derive(Debug, Args)]
+pub struct VaultArgs {
+    /// List the key files that would be rewritten and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `wgadm vault rekey`.
+#[derive(Debug, Args)]
+pub struct VaultRekeyArgs {
+    /// The file holding the new password (the old one comes from --vault-password-file).
+    #[arg(long, value_name = "FILE")]
+    pub new_vault_password_file: PathBuf,
+    /// List the key files that would be rewritten and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// `wgadm netbox ...`.
 #[derive(Debug, Subcommand)]
 pub enum NetboxCommand {
@@ -361,7 +405,7 @@ pub enum NetboxCommand {
 }
 
 /// Where NetBox is and its API token. The token itself is never an argument: it comes from a
-/// file or from WGADM_NETBOX_TOKEN (or NETBOX_TOKEN).
+/// 0600 file or, for interactive use, from WGADM_NETBOX_TOKEN (or NETBOX_TOKEN).
 #[derive(Debug, Clone, Args)]
 pub struct NetboxArgs {
     /// NetBox's URL, e.g. https://netbox.example.com.
@@ -372,7 +416,8 @@ pub struct NetboxArgs {
         value_name = "URL"
     )]
     pub url: Option<String>,
-    /// A file holding the NetBox API token [default: the token in WGADM_NETBOX_TOKEN or NETBOX_TOKEN].
+    /// A file holding the NetBox API token, readable by its owner only (0600) [default, for
+    /// interactive use: the token in WGADM_NETBOX_TOKEN or NETBOX_TOKEN].
     #[arg(
         long = "netbox-token-file",
         visible_alias = "token-file",

@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod firewall;
 pub mod netbox;
+pub mod outfile;
 pub mod output;
 pub mod qr;
 pub mod secrets;

@@ -146,21 +146,45 @@ impl Access {
     }
 }
 
+/// Reads the token file, refusing one that others can read (the token is as good as a
+/// password for NetBox) and one that is a symbolic link.
 fn read_token_file(path: &Path) -> Result<Zeroizing<String>> {
-    std::fs::read(path)
-        .map_err(|e| {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let cannot = |e: std::io::Error| {
+        NetboxError::Config(format!(
+            "{}: cannot read the NetBox API token: {e}",
+            path.display()
+        ))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => NetboxError::Config(format!(
+                "{}: the NetBox API token file is a symbolic link; give the file itself",
+                path.display()
+            )),
+            _ => cannot(e),
+        })?;
+    let mode = file.metadata().map_err(cannot)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(NetboxError::Config(format!(
+            "{}: the NetBox API token file has mode {mode:o}, so others can read the token; \
+             chmod 600 it (and get a new token if others may have read it)",
+            path.display()
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes).map_err(cannot)?;
+    std::str::from_utf8(&bytes)
+        .map(|text| Zeroizing::new(text.to_owned()))
+        .map_err(|_| {
             NetboxError::Config(format!(
-                "{}: cannot read the NetBox API token: {e}",
+                "{}: the NetBox API token file is not text",
                 path.display()
             ))
-        })
-        .and_then(|bytes| {
-            String::from_utf8(bytes).map(Zeroizing::new).map_err(|_| {
-                NetboxError::Config(format!(
-                    "{}: the NetBox API token file is not text",
-                    path.display()
-                ))
-            })
         })
 }
 

@@ -50,9 +50,78 @@ impl Keys {
         }
     }
 
-    /// Whether the reference key file exists and is a vault file.
-    fn reference_is_vault(&self) -> bool {
+    /// Whether the reference key file exists and is a vault file: the state's mode.
+    pub fn reference_is_vault(&self) -> bool {
         fs::read(&self.reference).is_ok_and(|d| vault::is_vault(&d))
+    }
+
+    /// The reference key file (server.key).
+    pub fn reference(&self) -> &Path {
+        &self.reference
+    }
+
+    /// The configured password file, if any.
+    pub fn password_file(&self) -> Option<&Path> {
+        self.password_file.as_deref()
+    }
+
+    /// The configured vault password (read once); `for_file` is the file it is for, named
+    /// in the error when none is configured. A password that does not open a vault
+    /// server.key is refused, except when it is server.key itself being read.
+    pub fn vault_password(&self, for_file: &Path) -> Result<&VaultPassword> {
+        self.password(for_file)
+    }
+
+    /// The password new key files are written under (None: plaintext). The state's mode is
+    /// server.key's: when it exists, a key is written exactly as it is (vault under the same
+    /// password, or plaintext), so that one state never holds keys under two passwords or
+    /// plaintext keys beside vault ones. Only a state without server.key (a new one) takes
+    /// the mode from whether a password is configured.
+    fn write_password(&self, path: &Path) -> Result<Option<&VaultPassword>> {
+        let reference = match fs::read(&self.reference) {
+            Ok(data) => Zeroizing::new(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return match self.encrypts() {
+                    true => self.password(path).map(Some),
+                    false => Ok(None),
+                };
+            }
+            Err(e) => return Err(Error::io(&self.reference, e)),
+        };
+        match (vault::is_vault(&reference), self.encrypts()) {
+            (true, false) => Err(Error::Invalid(format!(
+                "{} is encrypted with Ansible Vault, so {} must be too; pass \
+                 --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
+                self.reference.display(),
+                path.display()
+            ))),
+            (true, true) => {
+                let password = self.password(path)?;
+                vault::decrypt(&reference, password).map_err(|_| {
+                    Error::Invalid(format!(
+                        "the vault password in {} does not open {}, so {} would be under \
+                         another password than the rest of the state; use the state's \
+                         password, or change it for every key with \
+                         `wgadm vault rekey --new-vault-password-file FILE`",
+                        self.password_file
+                            .as_deref()
+                            .unwrap_or(Path::new("?"))
+                            .display(),
+                        self.reference.display(),
+                        path.display()
+                    ))
+                })?;
+                Ok(Some(password))
+            }
+            (false, true) => Err(Error::Invalid(format!(
+                "{} is plaintext, so {} must be too: this state does not use Ansible Vault; \
+                 run without --vault-password-file (and unset ANSIBLE_VAULT_PASSWORD_FILE), \
+                 or encrypt the whole state first with `wgadm vault encrypt`",
+                self.reference.display(),
+                path.display()
+            ))),
+            (false, false) => Ok(None),
+        }
     }
 
     /// Whether new key files are written as vault files.
@@ -118,24 +187,25 @@ impl Keys {
         }
     }
 
-    /// The bytes of a key file for `secret`: a vault file or the base64 key and a newline.
+    /// The bytes of a key file for `secret` at `path`, in the state's mode (see
+    /// [`Keys::write_password`]): a vault file or the base64 key and a newline.
     pub fn encode(&self, secret: &Secret, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-        let mut plain = Zeroizing::new(secret.expose().as_bytes().to_vec());
-        plain.push(b'\n');
-        if !self.encrypts() {
-            if self.reference != path && self.reference_is_vault() {
-                return Err(Error::Invalid(format!(
-                    "{} is encrypted with Ansible Vault, so {} must be too; pass \
-                     --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
-                    self.reference.display(),
-                    path.display()
-                )));
-            }
-            return Ok(plain);
+        encode_as(secret, self.write_password(path)?)
+    }
+}
+
+/// The bytes of a key file for `secret`: a vault file under `password` or, without one, the
+/// base64 key and a newline.
+pub fn encode_as(secret: &Secret, password: Option<&VaultPassword>) -> Result<Zeroizing<Vec<u8>>> {
+    let mut plain = Zeroizing::new(secret.expose().as_bytes().to_vec());
+    plain.push(b'\n');
+    match password {
+        None => Ok(plain),
+        Some(password) => {
+            let salt = random32()?;
+            Ok(Zeroizing::new(
+                vault::encrypt(&plain, password, &salt).into_bytes(),
+            ))
         }
-        let salt = random32()?;
-        Ok(Zeroizing::new(
-            vault::encrypt(&plain, self.password(path)?, &salt).into_bytes(),
-        ))
     }
 }

@@ -554,6 +554,7 @@ fn real_netbox_a_bad_token_or_an_unreachable_netbox_is_a_clear_error_and_the_sta
     let bad = env.tmp.path().join("bad-token");
     let secret = "nbt_AAAAAAAAAAAA.wrongwrongwrongwrongwrongwrongwrongwrong";
     std::fs::write(&bad, format!("{secret}\n")).unwrap();
+    chmod600(&bad);
     let before = env.snapshot();
     let with_bad = |args: &[&str]| {
         let mut all: Vec<&str> = args.to_vec();
@@ -654,6 +655,7 @@ fn an_old_netbox_or_something_else_is_refused_with_the_version_needed() {
     env.init(&[]);
     let token = env.tmp.path().join("token");
     std::fs::write(&token, "0123456789abcdef0123456789abcdef01234567\n").unwrap();
+    chmod600(&token);
     let before = env.snapshot();
     let attempt = |url: &str| {
         env.run(&[
@@ -674,5 +676,51 @@ fn an_old_netbox_or_something_else_is_refused_with_the_version_needed() {
     let other = fake_netbox(r#"{"hello": "world"}"#);
     attempt(&other).fails_with(&["did not answer like NetBox's REST API", "netbox-version"]);
     attempt("ftp://127.0.0.1/").fails_with(&["not an http:// or https:// URL"]);
+    assert_eq!(env.snapshot(), before);
+}
+
+fn chmod600(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Runs without a NetBox: a token file others can read, or a symbolic link to one, is refused
+/// before any connection, without the token in the message, and the state stays.
+#[test]
+fn a_token_file_others_can_read_or_a_link_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init(&[]);
+    let secret = "0123456789abcdef0123456789abcdef01234567";
+    let token = env.tmp.path().join("token");
+    std::fs::write(&token, format!("{secret}\n")).unwrap();
+    let link = env.tmp.path().join("token-link");
+    std::os::unix::fs::symlink(&token, &link).unwrap();
+    let before = env.snapshot();
+    // A NetBox that would accept anything: the refusal must come before the connection.
+    let url = fake_netbox(r#"{"netbox-version": "4.3.0", "django-version": "5.2"}"#);
+    let attempt = |file: &Path| {
+        env.run(&[
+            "netbox",
+            "sync",
+            "--dry-run",
+            "--netbox-url",
+            &url,
+            "--netbox-token-file",
+            file.to_str().unwrap(),
+        ])
+    };
+    for mode in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = attempt(&token).fails_with(&[
+            token.to_str().unwrap(),
+            &format!("has mode {mode:o}"),
+            "chmod 600",
+        ]);
+        assert!(!err.contains(secret), "the token leaked: {err}");
+    }
+    chmod600(&token);
+    let err = attempt(&link).fails_with(&["symbolic link", link.to_str().unwrap()]);
+    assert!(!err.contains(secret), "the token leaked: {err}");
     assert_eq!(env.snapshot(), before);
 }

@@ -105,7 +105,7 @@ pub fn report(ctx: &Ctx, outcome: &Outcome) -> Result<()> {
 pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
     let state = load_checked(ctx)?;
     let iface = &state.server.interface;
-    let private = ctx.keys.read(&ctx.store.server_key())?;
+    let private = super::render::server_private(ctx, &state)?;
     let psks = preshared_keys(ctx, &state)?;
     let text = wgadm_core::render::server_config(&state, &private, &psks, ctx.today);
     let backend = &ctx.device;

@@ -11,6 +11,7 @@ use super::Ctx;
 use crate::cli::CheckArgs;
 use crate::error::{Error, Result};
 use crate::output;
+use crate::vault;
 
 /// Prints "ok" or the problems (and exits 1 with them).
 pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
@@ -40,6 +41,7 @@ fn key_file_problems(ctx: &Ctx, state: &State, open_keys: bool) -> Result<Vec<Pr
     let mut problems = key_file(
         "server.key",
         &store.server_key(),
+        true,
         Some(state.server.public_key),
         ctx,
     );
@@ -50,6 +52,7 @@ fn key_file_problems(ctx: &Ctx, state: &State, open_keys: bool) -> Result<Vec<Pr
             problems.extend(key_file(
                 &format!("peers/{name}.key"),
                 &store.peer_key(name),
+                open_keys,
                 public,
                 ctx,
             ));
@@ -58,6 +61,7 @@ fn key_file_problems(ctx: &Ctx, state: &State, open_keys: bool) -> Result<Vec<Pr
             problems.extend(key_file(
                 &format!("peers/{name}.psk"),
                 &store.peer_psk(name),
+                open_keys,
                 None,
                 ctx,
             ));
@@ -80,9 +84,10 @@ fn key_file_problems(ctx: &Ctx, state: &State, open_keys: bool) -> Result<Vec<Pr
     Ok(problems)
 }
 
-/// A key file's problems: missing, readable by others, or (when `public` is given) unreadable
-/// or not the private key of `public`.
-fn key_file(place: &str, path: &Path, public: Option<Key>, ctx: &Ctx) -> Vec<Problem> {
+/// A key file's problems: missing, readable by others, and (when `open`) in another mode than
+/// the state's (server.key's: vault or plaintext), not opened by the state's password,
+/// unreadable, or (when `public` is given) not the private key of `public`.
+fn key_file(place: &str, path: &Path, open: bool, public: Option<Key>, ctx: &Ctx) -> Vec<Problem> {
     let problem = |message: String| {
         vec![Problem {
             place: place.to_owned(),
@@ -98,11 +103,32 @@ fn key_file(place: &str, path: &Path, public: Option<Key>, ctx: &Ctx) -> Vec<Pro
             "has mode {mode:o}; key files must be 0600 (chmod 600 it)"
         ));
     }
-    match public.map(|p| (p, ctx.keys.read(path))) {
-        Some((p, Ok(k))) if k.public_key() != p => problem(
+    if !open {
+        return vec![];
+    }
+    let is_vault = std::fs::read(path).is_ok_and(|d| vault::is_vault(&d));
+    let state_vault = ctx.keys.reference_is_vault();
+    if is_vault != state_vault {
+        return problem(if is_vault {
+            "is encrypted with Ansible Vault, but server.key is plaintext: one state has one \
+             mode; make them one with `wgadm vault decrypt` (with the password that opens \
+             it) or `wgadm vault encrypt`"
+                .into()
+        } else {
+            "is plaintext, but server.key is encrypted with Ansible Vault: one state has one \
+             mode; encrypt every key with `wgadm vault encrypt` (with the state's password)"
+                .into()
+        });
+    }
+    match (ctx.keys.read(path), public) {
+        (Ok(k), Some(p)) if k.public_key() != p => problem(
             "does not belong to the public key in its YAML file; restore the matching key".into(),
         ),
-        Some((_, Err(e))) => problem(format!("cannot be read: {e}")),
+        (Err(e), _) if is_vault => problem(format!(
+            "cannot be opened with the state's vault password: {e}; every key of a state is \
+             under server.key's password (`wgadm vault rekey` changes it for all of them)"
+        )),
+        (Err(e), _) => problem(format!("cannot be read: {e}")),
         _ => vec![],
     }
 }

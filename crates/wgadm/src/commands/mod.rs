@@ -8,6 +8,7 @@ mod netbox;
 mod peer;
 mod render;
 mod status;
+mod vault;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Firewall(FirewallCommand::Apply) => apply::firewall(&ctx),
         Command::Check(args) => check::run(&ctx, args),
         Command::Netbox(cmd) => netbox::run(&ctx, cmd),
+        Command::Vault(cmd) => vault::run(&ctx, cmd),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "wgadm", &mut out);

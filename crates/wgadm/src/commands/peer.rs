@@ -11,10 +11,11 @@ use super::Ctx;
 use crate::cli::{IpamArg, PeerAddArgs, PeerCommand, PeerQrArgs, PeerRotateArgs, PeerSetArgs};
 use crate::error::{Error, Result};
 use crate::netbox;
+use crate::outfile::{self, Out, Staged};
 use crate::output;
 use crate::qr::{self, QrFormat};
 use crate::secrets;
-use crate::store::{to_yaml, write_file_atomic, Txn, PUBLIC_MODE, SECRET_MODE};
+use crate::store::{to_yaml, Txn, PUBLIC_MODE, SECRET_MODE};
 
 /// Runs a peer subcommand.
 pub fn run(ctx: &Ctx, cmd: PeerCommand) -> Result<()> {
@@ -102,8 +103,21 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
                 .into(),
         ));
     }
+    if ctx.json && args.config_out.as_deref() == Some(std::path::Path::new("-")) {
+        return Err(Error::Invalid(
+            "--config-out - prints the config and --json prints data; use one, or write the \
+             config to a file"
+                .into(),
+        ));
+    }
     let store = &ctx.store;
     let _lock = store.lock_exclusive()?;
+    // The output path is checked before anything changes (here or in NetBox).
+    let out = args
+        .config_out
+        .as_deref()
+        .map(|path| out_check(ctx, path, args.force, "--config-out"))
+        .transpose()?;
     let state = store.load()?;
     let name = args.name.clone();
     if state.peers.contains_key(&name) {
@@ -155,13 +169,14 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
     let stored = store_new_peer(
         ctx,
         &args,
+        out,
         &state,
         &name,
         &peer,
         private.as_ref(),
         psk.as_ref(),
     );
-    let (after, client) = match (stored, &from_netbox) {
+    let (after, client, out) = match (stored, &from_netbox) {
         (Ok(done), _) => done,
         (Err(e), None) => return Err(e),
         // The peer is not in the state, so its address must not stay taken in NetBox.
@@ -177,6 +192,19 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
         }
     };
     let address = peer.address;
+    // The state is committed: a file output takes its name now (stdout follows the report).
+    let out = match out {
+        Some(staged) if !staged.is_stdout() => {
+            staged.place().map_err(|e| {
+                Error::Invalid(format!(
+                    "peer {name} was added, but its client config was not written: {e}; \
+                     get it with `wgadm peer config {name}`"
+                ))
+            })?;
+            None
+        }
+        other => other,
+    };
 
     let v = view(ctx, &after, &name, &peer, private.is_some());
     let netbox_id = from_netbox.as_ref().map(|(_, taken)| taken.id);
@@ -203,29 +231,48 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
         ));
     }
     match &args.config_out {
-        Some(out) => text.push_str(&format!("client config written to {}\n", out.display())),
+        Some(out) if out.as_os_str() != "-" => {
+            text.push_str(&format!("client config written to {}\n", out.display()))
+        }
+        Some(_) => {}
         None => text.push_str(&format!("client config: wgadm peer config {name}\n")),
     }
     if private.is_none() {
         text.push_str("the peer brought its own key: its config needs its owner's private key\n");
     }
     output::print(&text)?;
+    if let Some(out) = out {
+        out.place()?;
+    }
     if args.qr {
         output::write_stdout(&qr::render(&client, QrFormat::Ansi)?)?;
     }
     then_apply(ctx, args.apply)
 }
 
-/// Validates a new peer and writes its files (and `--config-out`); on an error nothing is left.
+/// Checks an output path (see [`outfile::check`]) against the state and config directories.
+fn out_check(ctx: &Ctx, path: &std::path::Path, force: bool, flag: &str) -> Result<Out> {
+    outfile::check(
+        path,
+        force,
+        flag,
+        &[ctx.store.dir(), ctx.device.config_dir()],
+    )
+}
+
+/// Validates a new peer and writes its files; `--config-out` is staged beside its target
+/// before the state changes, and returned to be put in place. On an error nothing is left.
+#[allow(clippy::too_many_arguments)]
 fn store_new_peer(
     ctx: &Ctx,
     args: &PeerAddArgs,
+    out: Option<Out>,
     state: &State,
     name: &PeerName,
     peer: &Peer,
     private: Option<&Secret>,
     psk: Option<&Secret>,
-) -> Result<(State, Zeroizing<String>)> {
+) -> Result<(State, Zeroizing<String>, Option<Staged>)> {
     let store = &ctx.store;
     let mut after = state.clone();
     after.peers.insert(name.clone(), peer.clone());
@@ -252,17 +299,11 @@ fn store_new_peer(
         );
     }
     txn.write(store.peer_yml(name), to_yaml(peer)?, PUBLIC_MODE);
-    // The client config goes out first, so that a failure to write it leaves the state as it was.
-    if let Some(out) = &args.config_out {
-        write_file_atomic(out, client.as_bytes(), SECRET_MODE)?;
-    }
-    if let Err(e) = txn.commit() {
-        if let Some(out) = &args.config_out {
-            let _ = std::fs::remove_file(out);
-        }
-        return Err(e);
-    }
-    Ok((after, client))
+    // The client config is written (beside its target, under a temporary name) first, so that
+    // a failure to write it leaves the state as it was; a failed commit removes only that.
+    let out = out.map(|o| o.stage(client.as_bytes())).transpose()?;
+    txn.commit()?;
+    Ok((after, client, out))
 }
 
 fn list(ctx: &Ctx) -> Result<()> {
@@ -381,22 +422,26 @@ fn no_private_key_for_qr(name: &PeerName) -> Error {
 
 fn qr(ctx: &Ctx, args: PeerQrArgs) -> Result<()> {
     let _lock = ctx.store.lock_shared()?;
+    let out = match &args.output {
+        Some(path) => out_check(ctx, path, args.force, "--output")?,
+        None => Out::Stdout,
+    };
     let state = ctx.store.load()?;
     let (text, has_key) = client_config(ctx, &state, &args.name)?;
     if !has_key {
         return Err(no_private_key_for_qr(&args.name));
     }
-    if args.output.is_none() && args.format != QrFormat::Ansi && std::io::stdout().is_terminal() {
+    if matches!(out, Out::Stdout)
+        && args.format != QrFormat::Ansi
+        && std::io::stdout().is_terminal()
+    {
         return Err(Error::Invalid(format!(
             "a {:?} image would garble the terminal; write it to a file with -o FILE",
             args.format
         )));
     }
     let image = qr::render(&text, args.format)?;
-    match &args.output {
-        Some(path) => write_file_atomic(path, &image, SECRET_MODE),
-        None => output::write_stdout(&image),
-    }
+    out.stage(&image)?.place()
 }
 
 /// Loads the state, changes one peer's file and commits it if no rule breaks.

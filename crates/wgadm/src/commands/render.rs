@@ -44,9 +44,30 @@ pub fn preshared_keys(ctx: &Ctx, state: &State) -> Result<BTreeMap<PeerName, Sec
         .collect()
 }
 
+/// The server's private key from server.key, refused unless it belongs to server.yml's
+/// `public_key`: a device with the wrong key cuts off every client, and apply could never
+/// bring the device to the state.
+pub fn server_private(ctx: &Ctx, state: &State) -> Result<Secret> {
+    let path = ctx.store.server_key();
+    let private = ctx.keys.read(&path)?;
+    let public = private.public_key();
+    if public != state.server.public_key {
+        return Err(Error::Invalid(format!(
+            "{}: its key (public key {public}) does not belong to {} (public_key {}); \
+             nothing was changed. Restore the server.key of this server.yml from a backup, \
+             or make a new pair with `wgadm init --force` (every client config must then be \
+             reissued)",
+            path.display(),
+            ctx.store.server_yml().display(),
+            state.server.public_key
+        )));
+    }
+    Ok(private)
+}
+
 /// The server's wg-quick config for today, with its keys read from the key files.
 pub fn server_config(ctx: &Ctx, state: &State) -> Result<zeroize::Zeroizing<String>> {
-    let private = ctx.keys.read(&ctx.store.server_key())?;
+    let private = server_private(ctx, state)?;
     Ok(render::server_config(
         state,
         &private,
