@@ -328,7 +328,7 @@ pub enum Error {
         what: String,
     },
     /// The interface name cannot be sent (empty, longer than 15 bytes, or with a NUL).
-    #[error("interface name {0:?} is not valid (1 to 15 bytes)")]
+    #[error("interface name {0:?} is not valid (1 to 15 bytes, no '/', ':', NUL or white space)")]
     BadName(String),
 }
 
@@ -360,14 +360,13 @@ pub trait WireGuard {
 impl Device {
     /// The device for interface `iface`, with the backend `wg` would use ([`Backend::detect`]).
     pub fn open(iface: &str) -> Result<Device, Error> {
+        check_name(iface)?;
         Device::with_backend(iface, Backend::detect(iface))
     }
 
     /// The device for interface `iface` on an explicit backend.
     pub fn with_backend(iface: &str, backend: Backend) -> Result<Device, Error> {
-        if iface.is_empty() || iface.len() > 15 || iface.contains('\0') {
-            return Err(Error::BadName(iface.to_owned()));
-        }
+        check_name(iface)?;
         Ok(Device {
             iface: iface.to_owned(),
             backend,
@@ -401,6 +400,21 @@ impl WireGuard for Device {
     fn backend(&self) -> &Backend {
         &self.backend
     }
+}
+
+/// Refuses a name the kernel would refuse (`dev_valid_name`): it also becomes a socket path.
+fn check_name(iface: &str) -> Result<(), Error> {
+    let bad = iface.is_empty()
+        || iface.len() > 15
+        || iface == "."
+        || iface == ".."
+        || iface
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b == b':' || b.is_ascii_whitespace());
+    if bad {
+        return Err(Error::BadName(iface.to_owned()));
+    }
+    Ok(())
 }
 
 /// The raw bytes of a secret, in a buffer wiped on drop. `Secret` shows itself only as base64.
@@ -497,6 +511,9 @@ mod tests {
     fn bad_names_are_refused_before_anything_is_sent() {
         assert!(Device::with_backend("", Backend::Kernel).is_err());
         assert!(Device::with_backend("0123456789abcdef", Backend::Kernel).is_err());
+        for bad in ["..", "a/b", "../x", "wg 0", "wg:0"] {
+            assert!(Device::open(bad).is_err(), "{bad}");
+        }
         assert!(Device::with_backend("wg0", Backend::Kernel).is_ok());
     }
 }
