@@ -101,6 +101,9 @@ impl Rig {
                 }
             }
         }
+        // Up, as a server's interface is: the kernel binds its UDP port only while the link is
+        // up (a port set on a down link is just stored).
+        run(Command::new("ip").args(["-n", &rig.netns, "link", "set", &rig.iface, "up"]))?;
         Ok(rig)
     }
 
