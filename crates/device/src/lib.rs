@@ -46,6 +46,9 @@
 //! | large change | several messages, each acknowledged | one stream, one answer |
 //! | preshared key unset | 32 zero bytes | 64 zero hex digits |
 //! | latest handshake never | 0 s, 0 ns | `last_handshake_time_sec=0` |
+//! | listen port set while the link is down | stored, bound when the link comes up | bound at once |
+//! | listen port already in use | `EADDRINUSE`; the old port stays bound | `errno=-98`; wireguard-go has closed its old socket and is left unbound (`listen_port` reads 0): set the old port again |
+//! | reading 250 / 5,000 peers (measured 2026-12-01) | 8.4x / 3.2x faster than spawning `wg show dump` (Debian 13 kernel 6.12 under TCG emulation) | 1.4x at 5,000 (wireguard-go's own answer is most of the time) |
 //!
 //! In both, a change set that fails part way leaves the changes before the failing message (or,
 //! for userspace, the failing line) in force: callers re-read the device before retrying.
