@@ -86,6 +86,38 @@ pub struct Interface {
     pub peers: Vec<Peer>,
 }
 
+/// What wgadm's core compares with the wanted state, the same as its `wg show dump` and UAPI
+/// parsers give: IPv6 allowed IPs are left out (wgadm manages IPv4), the endpoint is text.
+impl From<Interface> for wgadm_core::device::Observed {
+    fn from(iface: Interface) -> Self {
+        wgadm_core::device::Observed {
+            public_key: iface.public_key,
+            listen_port: iface.listen_port,
+            peers: iface
+                .peers
+                .into_iter()
+                .map(|p| wgadm_core::device::ObservedPeer {
+                    public_key: p.public_key,
+                    preshared_key: p.preshared_key,
+                    endpoint: p.endpoint.map(|e| e.to_string()),
+                    allowed_ips: p
+                        .allowed_ips
+                        .into_iter()
+                        .filter_map(|n| match n {
+                            IpNet::V4(v4) => Some(v4),
+                            IpNet::V6(_) => None,
+                        })
+                        .collect(),
+                    latest_handshake: p.latest_handshake.map_or(0, |d| d.as_secs()),
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                    keepalive: p.keepalive,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One peer as the device reports it.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -479,6 +511,28 @@ mod tests {
             ..PeerUpdate::new(Key::from([7; 32]))
         });
         assert!(!format!("{change:?}").to_lowercase().contains("abab"));
+    }
+
+    #[test]
+    fn converts_to_what_the_core_parsers_give() {
+        let dump = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\tBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\t51820\toff\n\
+                    AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\t(none)\t[fd00::1]:4000\t10.8.0.2/32,fd00::2/128\t1764556149\t10\t20\t25\n";
+        let want = wgadm_core::device::parse_dump(dump).unwrap();
+        let mut peer = Peer::new(Key::from([1; 32]));
+        peer.endpoint = Some("[fd00::1]:4000".parse().unwrap());
+        peer.allowed_ips = vec![
+            "10.8.0.2/32".parse().unwrap(),
+            "fd00::2/128".parse().unwrap(),
+        ];
+        peer.latest_handshake = Some(Duration::new(1764556149, 999));
+        (peer.rx_bytes, peer.tx_bytes, peer.keepalive) = (10, 20, 25);
+        let got = wgadm_core::device::Observed::from(Interface {
+            public_key: Some(Key::from([7; 32])),
+            listen_port: 51820,
+            fwmark: 0,
+            peers: vec![peer],
+        });
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
     }
 
     #[test]

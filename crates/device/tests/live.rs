@@ -58,6 +58,12 @@ fn assert_same_as_dump(dev: &Interface, dump: &str) {
         expected.insert(f[0].to_string(), f);
     }
     assert_eq!(dev.peers.len(), expected.len(), "peer count");
+    // What wgadm's core sees through this crate is what it sees through its own dump parser.
+    let mut ours = wgadm_core::device::Observed::from(dev.clone());
+    let mut theirs = wgadm_core::device::parse_dump(dump).expect("wg show dump parses");
+    ours.peers.sort_by_key(|p| p.public_key);
+    theirs.peers.sort_by_key(|p| p.public_key);
+    assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
     for p in &dev.peers {
         let f = expected
             .get(&p.public_key.to_string())
