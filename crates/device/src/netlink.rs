@@ -6,8 +6,10 @@
 //! `WGDEVICE_A_PEERS`; `WG_CMD_SET_DEVICE` with the same tree plus per-peer `WGPEER_A_FLAGS`.
 //! The splitting of large SET requests follows wireguard-tools' `ipc-linux.h`
 //! (`kernel_set_device`). The few attribute encoders are written here on plain byte buffers
-//! rather than taken from `netlink-packet-wireguard`, whose attribute enum derives `Debug` and
-//! `Clone` over the private key (see the crate's README note in the report).
+//! rather than taken from `netlink-packet-wireguard` 0.5: its attribute enums hold the private
+//! and preshared keys as plain arrays that derive `Debug` and `Clone` (printable, copied, never
+//! wiped), and it leaves splitting a large SET to the caller, which is most of the work here.
+//! The socket is `netlink-sys`, already used by the daemon.
 
 use std::io;
 
