@@ -198,11 +198,34 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
             .map_err(|e| Error::Invalid(format!("cannot handle signal {sig}: {e}")))?;
     }
 
-    // The state must load at start: a daemon without one has nothing to name.
+    // The state must load at start: a daemon without one has nothing to name. While another
+    // wgadm holds the lock it waits, and a SIGTERM meanwhile is a clean stop (exit 0).
+    let mut waiting = false;
     let mut state = loop {
         match load_state(ctx)? {
             Some(s) => break s,
-            None => std::thread::sleep(Duration::from_millis(100)),
+            None if term.load(Ordering::Relaxed) => {
+                Logger::new(args.log_format, "").line(
+                    Level::Info,
+                    "daemon_stopping",
+                    &[
+                        ("polls", 0u64.into()),
+                        ("waited_for", "the state lock".into()),
+                    ],
+                );
+                return Ok(());
+            }
+            None => {
+                if !waiting {
+                    waiting = true;
+                    Logger::new(args.log_format, "").line(
+                        Level::Info,
+                        "waiting_for_state_lock",
+                        &[("state", ctx.store.dir().display().to_string().into())],
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     };
     let mut stamp = state_stamp(ctx);

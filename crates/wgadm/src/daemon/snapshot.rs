@@ -1,9 +1,13 @@
 //! Writing and reading the status snapshot ([`wgadm_core::snapshot`]).
 //!
 //! Every write is atomic: the JSON goes to a temporary file beside the snapshot
-//! (`.status.json.PID.tmp`), is synced, and is renamed over the snapshot. A reader sees the old
-//! file or the new one, whole, never a mix, even when the daemon is killed mid-write; a killed
-//! daemon leaves at most its temporary file, which the next start removes.
+//! (`.status.json.PID.RANDOM.tmp`), is synced, and is renamed over the snapshot. A reader sees
+//! the old file or the new one, whole, never a mix, even when the daemon is killed mid-write; a
+//! killed daemon leaves at most its temporary file, which the next start removes.
+//!
+//! The temporary file is created exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`) under a name with
+//! 128 random bits: whoever else can write the directory cannot have prepared that name, as a
+//! symlink or as a file, so the daemon never writes through a link or into someone's file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -29,8 +33,18 @@ fn temp_prefix(path: &Path) -> String {
     format!(".{name}.")
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    path.with_file_name(format!("{}{}.tmp", temp_prefix(path), std::process::id()))
+/// A fresh, unguessable temporary name beside `path`; the PID in it lets the next start tell
+/// a dead daemon's leftovers from a running one's.
+fn temp_path(path: &Path) -> std::io::Result<PathBuf> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(path.with_file_name(format!(
+        "{}{}.{random}.tmp",
+        temp_prefix(path),
+        std::process::id()
+    )))
 }
 
 /// Writes `snapshot` to `path` atomically (temp file, fsync, rename, fsync of the directory).
@@ -45,14 +59,18 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<()> {
                 .map_err(|e| Error::io(dir, e))?;
         }
     }
-    let tmp = temp_path(path);
+    let tmp = temp_path(path).map_err(|e| Error::io(path, e))?;
+    let mut created = false;
     let result = (|| -> std::io::Result<()> {
+        // Exclusive and not through a link: an existing name (of any kind) is an error, never
+        // reused.
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .mode(MODE)
             .open(&tmp)?;
+        created = true;
         // The umask may have narrowed the mode.
         file.set_permissions(fs::Permissions::from_mode(MODE))?;
         let mut out = BufWriter::with_capacity(64 << 10, file);
@@ -63,7 +81,10 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<()> {
         fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
+        // Only a file this call created is removed: never someone else's under that name.
+        if created {
+            let _ = fs::remove_file(&tmp);
+        }
         return Err(Error::io(path, e));
     }
     // The rename is durable only once the directory is synced; /run is tmpfs, where this is
@@ -90,9 +111,11 @@ pub fn remove_stale_temps(path: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        // `.NAME.PID.RANDOM.tmp`, or `.NAME.PID.tmp` from versions before the random part.
         let Some(pid) = name
             .strip_prefix(&prefix)
             .and_then(|r| r.strip_suffix(".tmp"))
+            .map(|r| r.split('.').next().unwrap_or(r))
         else {
             continue;
         };
