@@ -10,6 +10,7 @@ pub mod conf;
 pub mod date;
 pub mod device;
 pub mod events;
+pub mod expiry;
 pub mod firewall;
 pub mod ipam;
 pub mod key;

@@ -6,7 +6,8 @@
 //! gone or back), writes the status snapshot atomically ([`snapshot`]) and hands it to the
 //! Prometheus endpoint ([`metrics`]). A reader thread ([`nflog`]) feeds the firewall's copies
 //! of handshake messages to the refused-handshake tracker ([`wgadm_core::refused`]), whose
-//! rate-limited lines are logged within a second.
+//! rate-limited lines are logged within a second. A peer whose expiry day has come is taken
+//! off the device and out of the firewall in the first poll of that day ([`expiry`]).
 //!
 //! It keeps running through everything that can pass: the interface vanishing, `wg` failing, a
 //! state that does not load (the previous one stays in use), an unwritable snapshot. Each is
@@ -16,6 +17,7 @@
 //! shows up by name at once. It never reads a key file, and no line, snapshot or metric holds
 //! a private or preshared key.
 
+pub mod expiry;
 pub mod log;
 pub mod metrics;
 pub mod nflog;
@@ -303,6 +305,7 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
     let mut drops_at: Option<Instant> = None;
     let (mut poll_quiet, mut state_quiet, mut snapshot_quiet) =
         (Quiet::default(), Quiet::default(), Quiet::default());
+    let mut expiry = expiry::Enforcer::default();
     let mut next_poll = Instant::now();
     let mut next_tick = Instant::now() + TICK;
 
@@ -380,6 +383,13 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
                 continue;
             }
         };
+        let now = unix_now();
+        let today = Date::from_unix_seconds(i64::try_from(now).unwrap_or(i64::MAX));
+        // Expiry on time: a peer whose day has come goes off; then the device is read again.
+        let observed = match expiry.poll(ctx, &state, observed.as_ref(), today, &logger) {
+            true => observe(ctx, &state).unwrap_or(observed),
+            false => observed,
+        };
         if drops_at.is_none_or(|t| t.elapsed() >= DROPS_REFRESH) {
             // Without nft or its table there are no drop counters, which is no failure.
             if let Ok(d) = ctx.firewall.drop_counters() {
@@ -387,8 +397,6 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
             }
             drops_at = Some(Instant::now());
         }
-        let now = unix_now();
-        let today = Date::from_unix_seconds(i64::try_from(now).unwrap_or(i64::MAX));
         let st = status_within(
             &state,
             observed.as_ref(),
