@@ -76,11 +76,15 @@ impl Watch {
     /// (again) on the device, e.g. after a restart brought the interface up from a config
     /// rendered before the expiry.
     pub fn pending(&self, state: &State, observed: Option<&Observed>, today: Date) -> bool {
+        // Most polls end here: no peer has an expiry that has come.
         let expired = expired(state, today);
-        !on_device(&expired, observed).is_empty()
-            || expired
-                .iter()
-                .any(|e| !self.done.contains(&(e.name.clone(), e.expires)))
+        if expired.is_empty() {
+            return false;
+        }
+        expired
+            .iter()
+            .any(|e| !self.done.contains(&(e.name.clone(), e.expires)))
+            || !on_device(&expired, observed).is_empty()
     }
 
     /// Records an enforcement for `today` on `state`: `removed` were taken off the device,
