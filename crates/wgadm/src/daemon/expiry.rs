@@ -51,7 +51,7 @@ impl Enforcer {
         if !self.watch.pending(state, observed, today) {
             return false;
         }
-        match self.enforce(ctx, today, logger) {
+        match self.enforce(ctx, state, today, logger) {
             Ok(changed) => {
                 self.quiet.clear(logger, "expiry_ok");
                 changed
@@ -64,24 +64,38 @@ impl Enforcer {
         }
     }
 
-    fn enforce(&mut self, ctx: &Ctx, today: Date, logger: &Logger) -> Result<bool> {
+    /// `cached` is the daemon's last good state: when the state on disk does not load (a
+    /// hand edit gone wrong), its expired peers still go off the device, and the firewall
+    /// waits for a state that loads (the error is logged, and tried again every poll).
+    fn enforce(&mut self, ctx: &Ctx, cached: &State, today: Date, logger: &Logger) -> Result<bool> {
         let dir = File::open(ctx.store.dir()).map_err(|e| Error::io(ctx.store.dir(), e))?;
         match dir.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(ctx.store.dir(), e)),
         }
-        let state = ctx.store.load()?;
+        let (fresh, unloadable) = match ctx.store.load() {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        let state = fresh.as_ref().unwrap_or(cached);
         let iface = &state.server.interface;
-        let observed = super::observe(ctx, &state)?;
-        let expired = expiry::expired(&state, today);
+        let observed = super::observe(ctx, state)?;
+        let expired = expiry::expired(state, today);
         let remove = expiry::on_device(&expired, observed.as_ref());
         // The device first: that ends the tunnel at once, whatever the firewall does.
         if !remove.is_empty() {
             ctx.device.remove_peers(iface, &remove)?;
         }
-        let reloaded = !expired.is_empty() && reload_firewall(ctx, &state, today)?;
-        for e in self.watch.settle(&state, today, &remove, reloaded) {
+        if let Some(e) = unloadable {
+            return Err(Error::Invalid(format!(
+                "expired peers cannot go out of the firewall while the state does not load \
+                 ({} taken off the device from the last good state): {e}",
+                remove.len()
+            )));
+        }
+        let reloaded = !expired.is_empty() && reload_firewall(ctx, state, today)?;
+        for e in self.watch.settle(state, today, &remove, reloaded) {
             let removed = remove.contains(&e.public_key);
             logger.line(
                 Level::Info,

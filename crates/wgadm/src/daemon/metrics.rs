@@ -65,18 +65,15 @@ fn serve(listener: TcpListener, latest: Latest, stop: Arc<AtomicBool>) {
             busy(stream);
             continue;
         }
-        let snapshot = latest
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
         active.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(active.clone());
+        let latest = latest.clone();
         let spawned = std::thread::Builder::new()
             .name("wgadm-metrics-conn".into())
             .spawn(move || {
                 let _slot = slot;
                 // A client that goes away or runs out of time is its own problem.
-                let _ = answer(stream, snapshot.as_deref(), Instant::now() + DEADLINE);
+                let _ = answer(stream, &latest, Instant::now() + DEADLINE);
             });
         // Without a thread the connection is dropped (closed) and its slot given back.
         drop(spawned);
@@ -181,13 +178,10 @@ fn route(head: &str) -> Route {
     }
 }
 
-/// Reads the request head (up to the blank line, bounded) and writes the answer, all before
-/// `deadline`.
-fn answer(
-    stream: TcpStream,
-    snapshot: Option<&Snapshot>,
-    deadline: Instant,
-) -> std::io::Result<()> {
+/// Reads the request head (up to the blank line, bounded) and writes the answer from the
+/// latest snapshot, all before `deadline`. The snapshot is taken once the request is in, so a
+/// client that dawdles holds no old snapshot in memory and gets the newest.
+fn answer(stream: TcpStream, latest: &Latest, deadline: Instant) -> std::io::Result<()> {
     let mut stream = Deadlined { stream, deadline };
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -202,7 +196,11 @@ fn answer(
         }
     }
     let head = String::from_utf8_lossy(&head);
-    match (route(&head), snapshot) {
+    let snapshot = latest
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    match (route(&head), snapshot.as_deref()) {
         (Route::Metrics, Some(s)) => {
             let mut out = BufWriter::with_capacity(64 << 10, &mut stream);
             write!(
