@@ -1061,4 +1061,38 @@ fn an_expired_peer_goes_off_in_the_first_poll_of_its_day_without_apply() {
     assert!(!lab.ping_once(&bob, mgmt, Duration::from_secs(1)));
     lab.wait_for_ping(&alice, mgmt, Duration::from_secs(30));
     assert_eq!(std::fs::read(&conf_path).unwrap(), conf_before);
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
+
+    // Midnight comes while a hand edit has broken the state: bob still goes off the device
+    // (from the daemon's last good state); the event follows once the state loads again.
+    lab.wg_quick_down(&lab.server, &conf_path);
+    lab.wg_quick_up(&lab.server, &conf_path);
+    assert!(device_peers().contains(&bob_key));
+    let daemon = server.daemon_env(
+        &snapshot,
+        &["--interval", "0.5", "--no-handshake-log"],
+        &faketime(&format!("{eve} 23:59:40")),
+        false,
+    );
+    daemon.wait_line(&["event=daemon_started"], Duration::from_secs(10));
+    let broken = server.state.join("peers/zz.yml");
+    std::fs::write(&broken, "address: [\n").unwrap();
+    daemon.wait_line(&["event=state_error"], Duration::from_secs(15));
+    assert!(
+        daemon.lines_with(&["event=expiry_error"]).is_empty(),
+        "midnight came before the state broke: start the clock earlier\n{}",
+        daemon.log()
+    );
+    let line = daemon.wait_line(&["event=expiry_error"], Duration::from_secs(40));
+    assert!(line.contains("1 taken off the device"), "{line}");
+    assert!(!device_peers().contains(&bob_key));
+    std::fs::remove_file(&broken).unwrap();
+    let line = daemon.wait_line(
+        &["event=peer_expired", "peer=bob", "removed_from_device=true"],
+        Duration::from_secs(20),
+    );
+    println!("with a broken state at midnight: {line}");
+    assert_eq!(daemon.lines_with(&["event=peer_expired"]).len(), 1);
 }

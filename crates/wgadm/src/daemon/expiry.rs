@@ -35,6 +35,9 @@ use crate::error::{Error, Result};
 pub struct Enforcer {
     watch: Watch,
     quiet: Quiet,
+    /// Peers taken off the device by attempts that could not finish (the state did not load),
+    /// so the `peer_expired` line of the attempt that does finish says they were.
+    removed: Vec<wgadm_core::Key>,
 }
 
 impl Enforcer {
@@ -87,6 +90,7 @@ impl Enforcer {
         if !remove.is_empty() {
             ctx.device.remove_peers(iface, &remove)?;
         }
+        self.removed.extend_from_slice(&remove);
         if let Some(e) = unloadable {
             return Err(Error::Invalid(format!(
                 "expired peers cannot go out of the firewall while the state does not load \
@@ -95,8 +99,9 @@ impl Enforcer {
             )));
         }
         let reloaded = !expired.is_empty() && reload_firewall(ctx, state, today)?;
-        for e in self.watch.settle(state, today, &remove, reloaded) {
-            let removed = remove.contains(&e.public_key);
+        let removed_now = std::mem::take(&mut self.removed);
+        for e in self.watch.settle(state, today, &removed_now, reloaded) {
+            let removed = removed_now.contains(&e.public_key);
             logger.line(
                 Level::Info,
                 "peer_expired",
