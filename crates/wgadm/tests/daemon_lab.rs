@@ -913,6 +913,15 @@ fn an_expired_peer_goes_off_in_the_first_poll_of_its_day_without_apply() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Coming expiry, on the real clock: bob's is 2 days off, alice has none.
+    let st = server.ok(&["status"]);
+    assert!(
+        st.contains("EXPIRES") && st.contains(&format!("{day} (in 2 days)")),
+        "{st}"
+    );
+    assert_eq!(server.status_of("bob")["expires_in_days"], 2);
+    assert_eq!(server.status_of("bob")["expires"], day.to_string());
+    assert!(server.status_of("alice")["expires_in_days"].is_null());
     let device_peers = || lab.run(&lab.server, &["wg", "show", &server.iface, "peers"]);
     let table = || lab.run(&lab.server, &["nft", "list", "table", "inet", "wgadm"]);
     assert!(table().contains(&bob_address));
