@@ -11,10 +11,12 @@
 //! the firewall loaded at boot already has no element for the peer, and the daemon's first
 //! poll takes it off the device again ([`wgadm_core::expiry::Watch::pending`]).
 //!
-//! It works under the state's exclusive lock, taken without waiting (a command holding it is
-//! doing the same or more; the next poll tries again), on the state read afresh under that
-//! lock, so it never loads a ruleset older than what a concurrent `apply` loaded. Only a table
-//! in force is replaced: a server without wgadm's table gets none from the daemon.
+//! It works under the state's lock, shared like the daemon's other reads and taken without
+//! waiting (the next poll tries again), on the state read afresh under that lock: every
+//! command that writes the state or changes the device or firewall (`apply`, `peer ... --apply`,
+//! `firewall apply`) holds the lock exclusively, so none runs meanwhile and the daemon never
+//! loads a ruleset older than what such a command loaded. Only a table in force is replaced: a
+//! server without wgadm's table gets none from the daemon.
 
 use std::fs::File;
 
@@ -72,7 +74,7 @@ impl Enforcer {
     /// waits for a state that loads (the error is logged, and tried again every poll).
     fn enforce(&mut self, ctx: &Ctx, cached: &State, today: Date, logger: &Logger) -> Result<bool> {
         let dir = File::open(ctx.store.dir()).map_err(|e| Error::io(ctx.store.dir(), e))?;
-        match dir.try_lock() {
+        match dir.try_lock_shared() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(ctx.store.dir(), e)),
