@@ -1105,3 +1105,172 @@ fn an_expired_peer_goes_off_in_the_first_poll_of_its_day_without_apply() {
     println!("with a broken state at midnight: {line}");
     assert_eq!(daemon.lines_with(&["event=peer_expired"]).len(), 1);
 }
+
+/// An LXC rig of tests/lxc (a Debian 13 container with systemd and journald as under
+/// Proxmox), removed on drop.
+struct Rig {
+    name: String,
+    scripts: PathBuf,
+}
+
+impl Rig {
+    fn up() -> Rig {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/lxc");
+        let name = format!("dj{}", std::process::id());
+        let rig = Rig { name, scripts };
+        let out = Command::new("bash")
+            .arg(rig.scripts.join("up.sh"))
+            .arg(&rig.name)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tests/lxc/up.sh failed (tests/lxc/setup.sh prepares the rootfs):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rig
+    }
+
+    /// Runs `args` in the container as root, with `stdin`; returns stdout, panicking on failure.
+    fn exec(&self, args: &[&str], stdin: Option<&Path>) -> String {
+        let mut c = Command::new("bash");
+        c.arg(self.scripts.join("exec.sh"))
+            .arg(&self.name)
+            .args(args);
+        c.stdin(match stdin {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        });
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} in the container: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(self.scripts.join("down.sh"))
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs root and the LXC rig (tests/lxc/setup.sh): run via the README's test command"]
+fn journald_stores_each_line_at_its_priority() {
+    let rig = Rig::up();
+    rig.exec(
+        &[
+            "sh",
+            "-c",
+            "cat > /usr/local/bin/wgadm && chmod 755 /usr/local/bin/wgadm",
+        ],
+        Some(Path::new(env!("CARGO_BIN_EXE_wgadm"))),
+    );
+    rig.exec(
+        &[
+            "wgadm",
+            "--state",
+            "/root/s",
+            "init",
+            "--endpoint",
+            "vpn.example.com",
+        ],
+        None,
+    );
+    // A transient service: stderr is the journal, JOURNAL_STREAM says so, as in wgadm.service.
+    rig.exec(
+        &[
+            "systemd-run",
+            "--unit=wgadm-journal",
+            "/usr/local/bin/wgadm",
+            "--state",
+            "/root/s",
+            "daemon",
+            "--no-handshake-log",
+            "--metrics-listen",
+            "off",
+            "--snapshot",
+            "off",
+            "--interval",
+            "0.2",
+        ],
+        None,
+    );
+    let journal = |extra: &[&str]| {
+        let mut args = vec![
+            "journalctl",
+            "-u",
+            "wgadm-journal",
+            "-o",
+            "json",
+            "--no-pager",
+        ];
+        args.extend_from_slice(extra);
+        rig.exec(&args, None)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["MESSAGE"].as_str().is_some_and(|m| m.contains("event=")))
+            .map(|v| {
+                (
+                    v["PRIORITY"].as_str().unwrap_or("").to_owned(),
+                    v["MESSAGE"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    lab::poll(
+        "daemon_started in the journal",
+        Duration::from_secs(30),
+        || {
+            journal(&[])
+                .iter()
+                .any(|(_, m)| m.contains("event=daemon_started"))
+                .then_some(())
+        },
+    );
+    // A broken state: an error line.
+    rig.exec(
+        &["sh", "-c", "printf 'address: [\\n' > /root/s/peers/zz.yml"],
+        None,
+    );
+    lab::poll(
+        "state_error in the journal",
+        Duration::from_secs(30),
+        || {
+            journal(&[])
+                .iter()
+                .any(|(_, m)| m.contains("event=state_error"))
+                .then_some(())
+        },
+    );
+    let all = journal(&[]);
+    for (priority, message) in &all {
+        // journald took the prefix off and kept it as the priority.
+        assert!(message.starts_with("ts="), "{message}");
+        let want = if message.contains("level=error") {
+            "3"
+        } else if message.contains("level=warn") {
+            "4"
+        } else {
+            "6"
+        };
+        assert_eq!(priority, want, "{message}");
+    }
+    let warnings = journal(&["-p", "warning"]);
+    assert!(warnings
+        .iter()
+        .any(|(_, m)| m.contains("event=state_error")));
+    assert!(
+        warnings.iter().all(|(_, m)| !m.contains("level=info")),
+        "{warnings:?}"
+    );
+    println!("journal priorities: {all:?}");
+}
