@@ -1104,6 +1104,39 @@ fn an_expired_peer_goes_off_in_the_first_poll_of_its_day_without_apply() {
     );
     println!("with a broken state at midnight: {line}");
     assert_eq!(daemon.lines_with(&["event=peer_expired"]).len(), 1);
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
+
+    // Midnight comes while another wgadm holds the state's lock (a long `apply`): the daemon
+    // waits for it rather than change the device under it, and acts in the first poll after.
+    lab.wg_quick_down(&lab.server, &conf_path);
+    lab.wg_quick_up(&lab.server, &conf_path);
+    let daemon = server.daemon_env(
+        &snapshot,
+        &["--interval", "0.5", "--no-handshake-log"],
+        &faketime(&format!("{eve} 23:59:55")),
+        false,
+    );
+    daemon.wait_snapshot("a first snapshot", Duration::from_secs(10), |s| {
+        s.generated_at < midnight
+    });
+    let dir = std::fs::File::open(&server.state).unwrap();
+    dir.lock().unwrap();
+    let held = daemon.wait_snapshot(
+        "a snapshot 2 s past midnight",
+        Duration::from_secs(20),
+        |s| s.generated_at >= midnight + 2,
+    );
+    assert_eq!(peer_in(&held, "bob").state, PeerState::PendingRemoval);
+    assert!(device_peers().contains(&bob_key));
+    assert!(daemon.lines_with(&["event=peer_expired"]).is_empty());
+    drop(dir);
+    daemon.wait_line(
+        &["event=peer_expired", "peer=bob", "removed_from_device=true"],
+        Duration::from_secs(10),
+    );
+    assert!(!device_peers().contains(&bob_key));
 }
 
 /// An LXC rig of tests/lxc (a Debian 13 container with systemd and journald as under
