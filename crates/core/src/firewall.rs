@@ -24,7 +24,9 @@
 //!   handshake logging for the daemon (when asked for); the listen port is open to
 //!   `allowed_sources` and dropped for everyone else (when the list is not empty).
 //! - `forward` (hook forward, policy accept): traffic from the VPN interface goes to
-//!   `vpn_forward`. Other forwarded traffic is not ours to judge.
+//!   `vpn_forward`; traffic toward it from outside the VPN passes when it belongs to a flow a
+//!   peer started, and as a new connection only with `server.yml: inbound: allow` (default
+//!   `drop`). Other forwarded traffic is not ours to judge.
 //! - `vpn_forward`: `deny` first (to `denied`), then replies, then peer-to-peer only through
 //!   `peer_access`, then `access`, then drop.
 //! - `vpn_to_server`: `deny` first, then replies, then `access` (so the default 192.168.0.0/16
@@ -63,7 +65,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Nat;
+use crate::model::{Inbound, Nat};
 use crate::{Date, State};
 
 /// The family of wgadm's table.
@@ -350,7 +352,24 @@ fn render(state: &State, today: Date, options: &Options, counters: bool) -> (Str
         out,
         "\n\tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
-         \t\tiifname \"{iface}\" jump vpn_forward\n\
+         \t\tiifname \"{iface}\" jump vpn_forward\n"
+    );
+    // Toward the VPN from outside it (vpn_forward above ends in a verdict, so peer-to-peer
+    // never gets here): replies to the peers' own flows pass; a new connection only with
+    // `inbound: allow`. Anything else (invalid, untracked) is dropped too: fail closed.
+    let _ = writeln!(
+        out,
+        "\t\toifname \"{iface}\" ct state established,related accept comment \"replies to the peers' flows\""
+    );
+    if s.inbound == Inbound::Allow {
+        let _ = writeln!(
+            out,
+            "\t\toifname \"{iface}\" ct state new accept comment \"inbound: allow\""
+        );
+    }
+    let _ = write!(
+        out,
+        "\t\toifname \"{iface}\" counter drop comment \"new connections toward peers (inbound: drop)\"\n\
          \t}}\n"
     );
 
@@ -541,6 +560,31 @@ mod tests {
             assert!(order[1].starts_with("ct direction reply accept"), "{body}");
             assert!(order.last().unwrap().starts_with("counter drop"), "{body}");
         }
+    }
+
+    #[test]
+    fn inbound_connections_toward_peers_are_dropped_unless_allowed() {
+        let text = ruleset(&small(), today(), &Options::default());
+        let reply = position(
+            &text,
+            "oifname \"wg0\" ct state established,related accept comment \"replies to the peers' flows\"",
+        );
+        let drop = position(
+            &text,
+            "oifname \"wg0\" counter drop comment \"new connections toward peers (inbound: drop)\"",
+        );
+        // After the VPN's own traffic, so peer-to-peer is judged by vpn_forward alone.
+        assert!(position(&text, "iifname \"wg0\" jump vpn_forward") < reply && reply < drop);
+        assert!(!text.contains("inbound: allow"), "{text}");
+        let mut s = small();
+        s.server.inbound = Inbound::Allow;
+        let open = ruleset(&s, today(), &Options::default());
+        let accept = position(
+            &open,
+            "oifname \"wg0\" ct state new accept comment \"inbound: allow\"",
+        );
+        assert!(accept < position(&open, "oifname \"wg0\" counter drop comment \"new connections toward peers (inbound: drop)\""));
+        assert_ne!(digest(&text), digest(&open));
     }
 
     #[test]
