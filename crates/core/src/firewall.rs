@@ -107,6 +107,31 @@ pub const HANDSHAKE_LOG: HandshakeLog = HandshakeLog {
     response_group: 51821,
 };
 
+/// The packet mark bit wgadm's table sets on everything arriving on the WireGuard interface.
+/// A policy-routing rule outside nftables (`ip rule ... iif IF fwmark 0/MARK blackhole`, see
+/// [`gate_rule`]) drops every packet from the interface that lacks it: the moment the table
+/// is flushed, nothing from the VPN is routed anywhere, with no window at all, because the
+/// mark disappears in the same transaction as the table.
+pub const GATE_MARK: u32 = 0x2000_0000;
+/// The priority of that rule: before the main table (32766) and wg-quick's own rules.
+pub const GATE_RULE_PRIORITY: u32 = 100;
+
+/// The `ip rule` arguments (after `ip -4 rule add`) of the gate for `iface`.
+pub fn gate_rule(iface: &str) -> Vec<String> {
+    [
+        "priority",
+        &GATE_RULE_PRIORITY.to_string(),
+        "iif",
+        iface,
+        "fwmark",
+        &format!("0x0/{GATE_MARK:#x}"),
+        "blackhole",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
 /// Where dropped packets toward `deny` are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogTarget {
@@ -348,6 +373,16 @@ fn render(state: &State, today: Date, options: &Options, counters: bool) -> (Str
         );
     }
 
+    // The mark the gate rule looks for: set before the routing decision, in the same table,
+    // so it exists exactly as long as the table does.
+    let _ = write!(
+        out,
+        "\n\tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority mangle; policy accept;\n\
+         \t\tiifname \"{iface}\" meta mark set meta mark | {GATE_MARK:#x} comment \"routed only while this table is in force\"\n\
+         \t}}\n"
+    );
+
     let _ = write!(
         out,
         "\n\tchain forward {{\n\
@@ -585,6 +620,19 @@ mod tests {
         );
         assert!(accept < position(&open, "oifname \"wg0\" counter drop comment \"new connections toward peers (inbound: drop)\""));
         assert_ne!(digest(&text), digest(&open));
+    }
+
+    #[test]
+    fn the_table_marks_what_the_gate_rule_lets_through() {
+        let text = ruleset(&small(), today(), &Options::default());
+        position(
+            &text,
+            "iifname \"wg0\" meta mark set meta mark | 0x20000000 comment \"routed only while this table is in force\"",
+        );
+        assert_eq!(
+            gate_rule("wg0").join(" "),
+            "priority 100 iif wg0 fwmark 0x0/0x20000000 blackhole"
+        );
     }
 
     #[test]

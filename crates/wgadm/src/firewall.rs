@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use wgadm_core::firewall::{digest, Counter, DENY_DROPS_SET, TABLE_FAMILY, TABLE_NAME};
+use wgadm_core::firewall::{
+    digest, gate_rule, Counter, DENY_DROPS_SET, GATE_MARK, GATE_RULE_PRIORITY, TABLE_FAMILY,
+    TABLE_NAME,
+};
 
 /// The per-namespace switch for IPv4 forwarding.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -294,6 +297,23 @@ impl Nft {
         Err(self.failed("list wgadm's table", &out))
     }
 
+    /// wgadm's table without set elements and without counter values (`nft -t -s list table
+    /// inet wgadm`), or `None` when there is none: it changes only when a rule, chain or set
+    /// definition does, so a change made by hand shows.
+    pub fn rules_listing(&self) -> Result<Option<String>, FirewallError> {
+        let out = self.run(
+            &["-t", "-s", "list", "table", TABLE_FAMILY, TABLE_NAME],
+            None,
+        )?;
+        if out.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        if is_absent(&out) {
+            return Ok(None);
+        }
+        Err(self.failed("list wgadm's table", &out))
+    }
+
     /// wgadm's table as the kernel has it (`nft list table inet wgadm`), or `None` when
     /// there is none.
     pub fn listing(&self) -> Result<Option<String>, FirewallError> {
@@ -544,6 +564,62 @@ pub fn enable_ip_forward_at(path: &Path) -> Result<bool, FirewallError> {
     Ok(true)
 }
 
+/// Whether a line of `ip rule show` is the gate rule of `iface`, e.g.
+/// `100:\tfrom all fwmark 0/0x20000000 iif wg0 [detached] blackhole`.
+fn is_gate_rule(line: &str, iface: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+    };
+    let mark = after("fwmark").and_then(|m| m.split_once('/'));
+    after("iif") == Some(iface)
+        && words.last() == Some(&"blackhole")
+        && mark.is_some_and(|(v, m)| {
+            let num = |t: &str| u32::from_str_radix(t.trim_start_matches("0x"), 16).ok();
+            num(v) == Some(0) && num(m) == Some(GATE_MARK)
+        })
+}
+
+/// Installs the policy-routing rule that drops whatever arrives on `iface` without the mark
+/// of wgadm's table (`wgadm_core::firewall::gate_rule`), unless it is there. It lives outside
+/// nftables, so `nft flush ruleset` leaves it; it does not need the interface to exist.
+/// Returns whether it was added.
+pub fn ensure_gate_rule(iface: &str) -> Result<bool, FirewallError> {
+    let rule = gate_rule(iface);
+    let run = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| FirewallError::Run {
+                program: "ip".into(),
+                source,
+            })
+    };
+    let prio = GATE_RULE_PRIORITY.to_string();
+    let shown = run(&["-4", "rule", "show", "priority", &prio])?;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    if text.lines().any(|l| is_gate_rule(l, iface)) {
+        return Ok(false);
+    }
+    let mut args = vec!["-4", "rule", "add"];
+    args.extend(rule.iter().map(String::as_str));
+    let out = run(&args)?;
+    if !out.status.success() {
+        return Err(FirewallError::Nft {
+            action: "add the policy-routing rule that keeps the VPN from being routed without \
+                     wgadm's table (ip rule)",
+            message: message_of(&out),
+        });
+    }
+    Ok(true)
+}
+
 /// The fail-closed gate: whether packets arriving on `iface` may be forwarded at all.
 ///
 /// The kernel decides IPv4 forwarding by the INPUT device's `conf/IF/forwarding`
@@ -632,6 +708,7 @@ pub fn open_gate(nft: &Nft, wanted: Option<&str>, iface: &str) -> Result<Opened,
 /// Switches forwarding on, globally first and then for `iface`, for a caller that has just
 /// verified the table in force (see [`open_gate`]).
 pub fn switch_on(iface: &str) -> Result<Opened, FirewallError> {
+    ensure_gate_rule(iface)?;
     let ip_forward = enable_ip_forward()?;
     let iface_on = set_iface_forwarding(iface, true)?.unwrap_or(false);
     Ok(Opened {
@@ -644,6 +721,7 @@ pub fn switch_on(iface: &str) -> Result<Opened, FirewallError> {
 /// forwarding (a previous wgadm table, still in force, keeps filtering). Returns whether the
 /// gate was closed.
 pub fn close_gate_if_absent(nft: &Nft, iface: &str) -> bool {
+    let _ = ensure_gate_rule(iface);
     match nft.loaded_digest() {
         Ok(Some(_)) => false,
         // No table, or nft cannot even list: fail closed.
@@ -709,6 +787,22 @@ mod tests {
         );
         let gone = dir.path().join("nope/forwarding");
         assert_eq!(set_iface_forwarding_at(&gone, "wg0", false).unwrap(), None);
+    }
+
+    #[test]
+    fn the_gate_rule_is_recognized_as_ip_prints_it() {
+        let line = "100:\tfrom all fwmark 0/0x20000000 iif wg0 [detached] blackhole";
+        assert!(is_gate_rule(line, "wg0"));
+        assert!(is_gate_rule(
+            "100: from all fwmark 0x0/0x20000000 iif wg0 blackhole",
+            "wg0"
+        ));
+        assert!(!is_gate_rule(line, "wg1"));
+        assert!(!is_gate_rule(&line.replace("0x2", "0x3"), "wg0"));
+        assert!(!is_gate_rule(
+            &line.replace("blackhole", "lookup main"),
+            "wg0"
+        ));
     }
 
     #[test]
