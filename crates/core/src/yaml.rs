@@ -63,6 +63,10 @@ impl Schema for Server {
         ("keepalive", KEEPALIVE),
         ("nat", "masquerade or none"),
         ("allowed_sources", NETWORKS),
+        (
+            "inbound",
+            "drop or allow (whether hosts outside the VPN may open connections to peers)",
+        ),
     ];
 }
 

@@ -418,7 +418,13 @@ fn apply_refuses_bad_input_and_changes_nothing() {
     )
     .unwrap();
     let out = server.wgadm(&["apply"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 15 characters"));
+    // A hand-edited server.yml is refused by the YAML schema (crates/core/src/yaml.rs), which
+    // words the bound as "1-15 letters"; `init --interface` says "1 to 15 characters".
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.yml") && stderr.contains("1-15 letters"),
+        "{stderr}"
+    );
     std::fs::write(server.state.join("server.yml"), yml).unwrap();
 
     // wg missing from PATH.
