@@ -13,6 +13,7 @@ pub mod device;
 pub mod endpoint;
 pub mod events;
 pub mod firewall;
+pub mod import;
 pub mod ipam;
 pub mod key;
 pub mod metrics;
