@@ -157,7 +157,18 @@ pub struct Imported {
 /// A name from a comment or a source's name field, where it looks like one: kept as it is
 /// when it is a valid peer name, else with runs of other characters turned into `-`.
 pub fn name_from(text: &str) -> Option<PeerName> {
-    let text = text.trim();
+    let mut text = text.trim();
+    // `# Client: alice` and `### Client alice`, as some tools write them.
+    for prefix in ["client:", "client ", "peer:", "name:"] {
+        if text.len() > prefix.len()
+            && text
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        {
+            text = text[prefix.len()..].trim();
+            break;
+        }
+    }
     if let Ok(n) = text.parse::<PeerName>() {
         return Some(n);
     }
@@ -512,4 +523,153 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
 /// Parses a port value, for the readers.
 pub(crate) fn port(text: &str) -> Option<u16> {
     parse_port(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(drop: bool) -> Options {
+        Options {
+            interface: "wg0".parse().unwrap(),
+            endpoint: Some("vpn.example.com".into()),
+            access: vec!["192.168.0.0/16".parse().unwrap()],
+            deny: vec![],
+            dns: vec![],
+            nat: Nat::Masquerade,
+            drop_unsupported: drop,
+        }
+    }
+
+    fn private(b: u8) -> Secret {
+        Secret::private_from_random([b; 32])
+    }
+
+    fn conf(peers: &str) -> String {
+        format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.6.0.1/24\nListenPort = 51820\n{peers}",
+            *private(1).expose()
+        )
+    }
+
+    fn peer(comment: &str, key: u8, allowed: &str) -> String {
+        format!(
+            "\n{comment}\n[Peer]\nPublicKey = {}\nAllowedIPs = {allowed}\n",
+            private(key).public_key()
+        )
+    }
+
+    #[test]
+    fn names_come_from_comments_that_look_like_names() {
+        assert_eq!(name_from("alice").unwrap().as_str(), "alice");
+        assert_eq!(name_from("Client: bob").unwrap().as_str(), "bob");
+        assert_eq!(name_from("Bob's phone").unwrap().as_str(), "Bob-s-phone");
+        assert!(name_from("this is the phone of my neighbour").is_none());
+        assert!(name_from("ü").is_none());
+        assert!(name_from("clientü").is_some_and(|n| n.as_str() == "client"));
+    }
+
+    #[test]
+    fn a_plain_config_imports_with_names_and_keys() {
+        let text = conf(&(peer("# alice", 2, "10.6.0.2/32") + &peer("", 3, "10.6.0.3/32")));
+        let imp = build(wgquick::parse_server(&text, "wg0.conf"), &opts(false)).unwrap();
+        let names: Vec<&str> = imp.state.peers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["alice", "peer-10.6.0.3"]);
+        assert_eq!(imp.state.server.subnet.to_string(), "10.6.0.0/24");
+        assert_eq!(imp.state.server.public_key, private(1).public_key());
+        assert_eq!(imp.renamed.len(), 1);
+    }
+
+    #[test]
+    fn every_conflict_is_reported_at_once() {
+        let text = conf(
+            &(peer("# a", 2, "10.6.0.2/32")
+                + &peer("# b", 2, "10.6.0.3/32")
+                + &peer("# c", 4, "10.6.0.2/32")
+                + &peer("# d", 5, "10.7.0.9/32")
+                + &peer("# e", 6, "10.6.0.1/32")),
+        );
+        let issues = build(wgquick::parse_server(&text, "wg0.conf"), &opts(true)).unwrap_err();
+        let all: Vec<String> = issues
+            .iter()
+            .map(|i| format!("{}: {}", i.place, i.message))
+            .collect();
+        assert_eq!(issues.len(), 4, "{all:#?}");
+        assert!(
+            all[0].contains("the same PublicKey as wg0.conf line 7"),
+            "{all:#?}"
+        );
+        assert!(
+            all[1].contains("address 10.6.0.2 is also wg0.conf line 7's"),
+            "{all:#?}"
+        );
+        assert!(
+            all[2].contains("outside the subnet 10.6.0.0/24"),
+            "{all:#?}"
+        );
+        assert!(all[3].contains("the server's own"), "{all:#?}");
+    }
+
+    #[test]
+    fn unsupported_is_refused_unless_dropped() {
+        let text = conf(
+            &(peer("# a", 2, "10.6.0.2/32, fd00::2/128") + &peer("# site", 3, "192.168.50.0/24")),
+        )
+        .replace(
+            "ListenPort",
+            "PostUp = iptables -A FORWARD -i wg0 -j ACCEPT\nListenPort",
+        );
+        let issues = build(wgquick::parse_server(&text, "wg0.conf"), &opts(false)).unwrap_err();
+        assert_eq!(issues.len(), 3, "{issues:#?}");
+        assert!(issues.iter().all(|i| i.kind == IssueKind::Unsupported));
+        assert!(issues[0].message.starts_with("PostUp is not kept"));
+        let imp = build(wgquick::parse_server(&text, "wg0.conf"), &opts(true)).unwrap();
+        assert_eq!(imp.dropped.len(), 3);
+        let names: Vec<&str> = imp.state.peers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["a"]);
+    }
+
+    #[test]
+    fn secrets_never_reach_a_message() {
+        let bad = "[Interface]\nPrivateKey = c2VjcmV0LXNlY3JldC1zZWNyZXQ=\nAddress = 10.6.0.1/24\n\
+                   ListenPort = 1\n[Peer]\nPublicKey = x\nPresharedKey = c2VjcmV0LXNlY3JldC1zZWNyZXQ=\nAllowedIPs = 10.6.0.2/32\n";
+        let issues = build(wgquick::parse_server(bad, "wg0.conf"), &opts(false)).unwrap_err();
+        for i in &issues {
+            assert!(
+                !i.message.contains("c2VjcmV0") && !i.place.contains("c2VjcmV0"),
+                "{i:?}"
+            );
+        }
+        assert!(issues
+            .iter()
+            .any(|i| i.message.contains("PrivateKey decodes to 20 bytes")));
+        assert!(issues
+            .iter()
+            .any(|i| i.message.contains("PresharedKey decodes to 20 bytes")));
+    }
+
+    #[test]
+    fn pivpn_blocks_name_peers_and_mark_disabled_ones() {
+        let block = |name: &str, key: u8, ip: &str, off: bool| {
+            let p = if off { "#[disabled] " } else { "" };
+            format!(
+                "### begin {name} ###\n{p}[Peer]\n{p}PublicKey = {}\n{p}AllowedIPs = {ip}\n### end {name} ###\n",
+                private(key).public_key()
+            )
+        };
+        let text = conf(
+            &(block("phone", 2, "10.6.0.2/32", false) + &block("old", 3, "10.6.0.3/32", true)),
+        );
+        let mut src = wgquick::parse_server(&text, "wg0.conf");
+        let mut keys = BTreeMap::new();
+        keys.insert("phone".to_owned(), private(2).expose().to_string());
+        wgquick::add_pivpn(&mut src, &keys, "");
+        let imp = build(src, &opts(false)).unwrap();
+        let old = &imp.state.peers[&"old".parse::<PeerName>().unwrap()];
+        assert!(!old.enabled);
+        assert!(imp
+            .peer_keys
+            .contains_key(&"phone".parse::<PeerName>().unwrap()));
+        assert_eq!(imp.peer_keys.len(), 1);
+    }
 }

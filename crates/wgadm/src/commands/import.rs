@@ -284,9 +284,10 @@ fn report(ctx: &Ctx, imp: &Imported, what: &str, file: &str, dry_run: bool) -> R
         }));
     }
     let mut text = format!(
-        "{} {} from {what} {file}{}\nserver: {} {}/{} listening on {}, endpoint {}, public key {}\n",
+        "{} {} peer{} from {what} {file}{}\nserver: {} {}/{} listening on {}, endpoint {}, public key {}\n",
         if dry_run { "would import" } else { "imported" },
         imp.state.peers.len(),
+        if imp.state.peers.len() == 1 { "" } else { "s" },
         if dry_run {
             String::new()
         } else {
