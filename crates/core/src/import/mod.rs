@@ -73,6 +73,8 @@ pub struct Source {
     pub kind: &'static str,
     /// The file the server was read from, for messages.
     pub file: String,
+    /// Where the server's own settings are, for messages [default: `FILE: [Interface]`].
+    pub server_place: Option<String>,
     /// The server's private key.
     pub private_key: Option<Secret>,
     /// The server's public key where the source states it (checked against the private key).
@@ -197,7 +199,10 @@ fn parse_port(text: &str) -> Option<u16> {
 pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
     let mut issues = source.issues;
     let file = source.file.clone();
-    let iface_place = format!("{file}: [Interface]");
+    let iface_place = source
+        .server_place
+        .clone()
+        .unwrap_or_else(|| format!("{file}: [Interface]"));
     for (key, place) in &source.interface_extras {
         issues.push(Issue::unsupported(
             place,

@@ -33,6 +33,7 @@ pub fn parse_v14(json: &str, file: &str) -> Source {
         kind: "wg-easy",
         file: file.to_owned(),
         listen_port: Some(V14_DEFAULT_PORT),
+        server_place: Some(format!("{file}: server")),
         ..Source::default()
     };
     let root: Value = match serde_json::from_str(json) {
@@ -134,6 +135,7 @@ pub fn parse_v15(interface: &Row, clients: &[Row], file: &str) -> Source {
     let mut src = Source {
         kind: "wg-easy",
         file: file.to_owned(),
+        server_place: Some(here.clone()),
         ..Source::default()
     };
     src.private_key = secret(
@@ -164,11 +166,11 @@ pub fn parse_v15(interface: &Row, clients: &[Row], file: &str) -> Source {
     }
     if let Some(cidr) = cell_text(interface, "ipv6_cidr").filter(|c| !c.is_empty()) {
         match cidr.parse::<ipnet::Ipv6Net>() {
-            Ok(net) => src.addresses.push(format!(
-                "{}/{}",
-                net.hosts().next().unwrap_or(net.addr()),
-                net.prefix_len()
-            )),
+            Ok(net) => {
+                // The first address after the network's, as for IPv4.
+                let first = std::net::Ipv6Addr::from(u128::from(net.network()).saturating_add(1));
+                src.addresses.push(format!("{first}/{}", net.prefix_len()))
+            }
             Err(_) => src.issues.push(Issue::conflict(
                 &here,
                 format!("ipv6_cidr {cidr:?} is no IPv6 network"),
