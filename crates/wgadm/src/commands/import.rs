@@ -23,6 +23,13 @@ const MAX_SOURCE: u64 = 64 << 20;
 
 fn read_text(path: &Path) -> Result<Zeroizing<String>> {
     let file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > MAX_SOURCE {
+        return Err(Error::Invalid(format!(
+            "{}: {len} bytes is more than any WireGuard config or wg-easy file holds (at most {MAX_SOURCE}); is it the right file?",
+            path.display()
+        )));
+    }
     let mut text = Zeroizing::new(String::new());
     file.take(MAX_SOURCE)
         .read_to_string(&mut text)
@@ -182,6 +189,21 @@ fn refusal(what: &str, issues: &[Issue]) -> Error {
 
 /// Runs `wgadm import`.
 pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
+    if args.listen_port == Some(0) {
+        return Err(Error::Invalid(
+            "--listen-port 0 is no port; give one from 1 to 65535".into(),
+        ));
+    }
+    if ctx.store.dir().exists() {
+        // Lock only a directory that exists: a failed import must not leave one behind.
+        let _lock = ctx.store.lock_exclusive()?;
+        import(ctx, args)
+    } else {
+        import(ctx, args)
+    }
+}
+
+fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     let store = &ctx.store;
     if store.exists() || store.server_key().exists() {
         return Err(Error::Invalid(format!(
