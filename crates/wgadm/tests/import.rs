@@ -286,6 +286,28 @@ fn dry_run_lists_and_writes_nothing() {
     );
     assert!(!env.state.exists());
     assert!(!out.contains(&src.server_private));
+    // --json: one document, no secret in it.
+    let out = env
+        .run(&[
+            "--json",
+            "import",
+            "wg-quick",
+            src.conf.to_str().unwrap(),
+            "--dry-run",
+            "--endpoint",
+            "vpn.example.net",
+        ])
+        .ok();
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["dry_run"], true);
+    assert_eq!(j["peers"].as_array().unwrap().len(), 3);
+    assert_eq!(j["peers"][0]["name"], "alice");
+    assert_eq!(j["listen_port"], 51888);
+    for p in &src.peers {
+        assert!(!out.contains(&p.private));
+        assert!(p.psk.as_ref().is_none_or(|k| !out.contains(k)));
+    }
+    assert!(!env.state.exists());
 }
 
 #[test]
@@ -313,6 +335,12 @@ fn import_into_a_vault_keeps_every_key_encrypted() {
     }
     env.run(&["check", "--keys"]).ok();
     assert_eq!(rendered(&env), normalise(&src.conf));
+    // A rotated key stays under the vault.
+    env.run(&["server", "rotate-key"]).ok();
+    assert!(env
+        .read("server.key")
+        .starts_with("$ANSIBLE_VAULT;1.1;AES256"));
+    env.run(&["check", "--keys"]).ok();
 }
 
 /// Runs an import that must fail; checks the messages and that nothing was written.

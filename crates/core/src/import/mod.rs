@@ -586,6 +586,15 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_name_gets_a_suffix() {
+        let text = conf(&(peer("# phone", 2, "10.6.0.2/32") + &peer("# phone", 3, "10.6.0.3/32")));
+        let imp = build(wgquick::parse_server(&text, "wg0.conf"), &opts(false)).unwrap();
+        let names: Vec<&str> = imp.state.peers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["phone", "phone-2"]);
+        assert!(imp.renamed[0].2.contains("phone is taken"));
+    }
+
+    #[test]
     fn every_conflict_is_reported_at_once() {
         let text = conf(
             &(peer("# a", 2, "10.6.0.2/32")
