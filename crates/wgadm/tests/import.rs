@@ -814,6 +814,10 @@ fn every_client_config_and_qr_code_is_reissued_at_once() {
         0o600
     );
     env.run(&["peer", "qr"]).fails_with(&["<NAME>"]);
+    env.run(&["peer", "config", "alice", "--out-dir", out_s])
+        .fails_with(&["--all"]);
+    env.run(&["peer", "config", "--all"])
+        .fails_with(&["--out-dir"]);
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub fn run(ctx: &Ctx, cmd: PeerCommand) -> Result<()> {
         PeerCommand::List => list(ctx),
         PeerCommand::Show(p) => show(ctx, &p.name),
         PeerCommand::Config(p) => match p.name {
-            Some(name) if !p.all => config(ctx, &name),
+            Some(name) if !p.all && p.out_dir.is_none() && !p.force => config(ctx, &name),
             _ => super::reissue::configs(ctx, p),
         },
         PeerCommand::Qr(args) if args.all => super::reissue::qrs(ctx, args),

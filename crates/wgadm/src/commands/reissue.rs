@@ -131,6 +131,13 @@ fn summary(ctx: &Ctx, dir: &Path, written: &[String], skipped: &[String]) -> Res
 
 /// `wgadm peer config --all --out-dir DIR`.
 pub fn configs(ctx: &Ctx, args: PeerConfigArgs) -> Result<()> {
+    if !args.all {
+        return Err(Error::Invalid(
+            "--out-dir and --force go with --all (every peer's config); for one peer, \
+             redirect `wgadm peer config NAME` or use `peer add --config-out`"
+                .into(),
+        ));
+    }
     let Some(dir) = args.out_dir else {
         return Err(Error::Invalid("--all needs --out-dir DIR".into()));
     };
