@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod events;
 pub mod expiry;
 pub mod firewall;
+pub mod import;
 pub mod ipam;
 pub mod key;
 pub mod metrics;

@@ -76,6 +76,12 @@ pub enum Command {
     /// Encrypt, decrypt or re-key every key file of the state in one atomic step.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Import an existing WireGuard server (a wg-quick config, PiVPN, wg-easy) into a new
+    /// state directory; `apply` then takes over its interface without disturbing its clients.
+    Import(ImportArgs),
+    /// The server's own key.
+    #[command(subcommand)]
+    Server(ServerCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -128,6 +134,106 @@ pub struct InitArgs {
     #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
     pub allowed_sources: Vec<Ipv4Net>,
     /// Replace an existing server.yml and server.key (every client config must then be reissued).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `wgadm import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The source's format.
+    #[arg(value_enum)]
+    pub format: ImportFormat,
+    /// wg-quick: the server config (wg0.conf); pivpn: the directory holding wg0.conf, keys/
+    /// and configs/ (/etc/wireguard); wg-easy: wg0.json (version 14) or wg-easy.db (15).
+    pub source: PathBuf,
+    /// wg-quick: a directory of client configs (*.conf) whose private keys are kept for the
+    /// peers they belong to (matched by public key); peers without one bring their own key.
+    #[arg(long, value_name = "DIR")]
+    pub clients: Option<PathBuf>,
+    /// Where clients connect to [default: the Endpoint of the client configs found].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub endpoint: Option<String>,
+    /// The interface [default: the config's file name, else wg0].
+    #[arg(long)]
+    pub interface: Option<InterfaceName>,
+    /// The listen port, where the source does not say (wg-easy 14 keeps it outside wg0.json:
+    /// 51820 unless WG_PORT was set).
+    #[arg(long)]
+    pub listen_port: Option<u16>,
+    /// What peers may reach (clients' own configs may route more into the tunnel; the firewall
+    /// forwards only this).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "192.168.0.0/16",
+        value_name = "CIDR,..."
+    )]
+    pub access: Vec<Ipv4Net>,
+    /// Never reachable from the VPN, whatever an access list says.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "172.16.10.0/24",
+        value_name = "CIDR,..."
+    )]
+    pub deny: Vec<Ipv4Net>,
+    /// DNS servers for client configs [default: those of the client configs found].
+    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    pub dns: Vec<IpAddr>,
+    /// Source NAT toward the access networks.
+    #[arg(long, value_enum, default_value = "masquerade")]
+    pub nat: NatArg,
+    /// Leave out what wgadm cannot hold (IPv6, routed subnets, PostUp scripts, a second
+    /// address) instead of refusing; each is listed.
+    #[arg(long)]
+    pub drop_unsupported: bool,
+    /// Print what would be imported and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `wgadm import FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// A wg-quick server config, written by hand or by another tool.
+    WgQuick,
+    /// A PiVPN installation (/etc/wireguard).
+    Pivpn,
+    /// wg-easy: wg0.json (14) or the SQLite database (15).
+    WgEasy,
+}
+
+/// `wgadm server ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Give the server a new key pair (after a compromise). Every client needs its config
+    /// again: until a client has it, it cannot connect. Re-issue them all at once with
+    /// `wgadm peer config --all --out-dir DIR` (and `peer qr --all --out-dir DIR`).
+    RotateKey(ServerRotateArgs),
+}
+
+/// `wgadm server rotate-key`.
+#[derive(Debug, Args)]
+pub struct ServerRotateArgs {
+    /// Put the new key on the live interface right away (as `wgadm apply`).
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// `wgadm peer config`.
+#[derive(Debug, Args)]
+pub struct PeerConfigArgs {
+    /// The peer's name.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<PeerName>,
+    /// Every peer's config, one file each (NAME.conf, mode 0600) in --out-dir.
+    #[arg(long, requires = "out_dir")]
+    pub all: bool,
+    /// With --all: the directory to write to (created 0700; never the state or config dir).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// With --all: replace files that exist.
     #[arg(long)]
     pub force: bool,
 }
@@ -198,8 +304,8 @@ pub enum PeerCommand {
     List,
     /// Show one peer.
     Show(PeerArg),
-    /// Print a peer's client config (wg-quick format).
-    Config(PeerArg),
+    /// Print a peer's client config (wg-quick format), or write every peer's with --all.
+    Config(PeerConfigArgs),
     /// Print a peer's client config as a QR code for a phone.
     Qr(PeerQrArgs),
     /// Change a peer's address, access list, keepalive or expiry (its keys stay).
@@ -314,7 +420,15 @@ pub struct PeerSetArgs {
 #[derive(Debug, Args)]
 pub struct PeerQrArgs {
     /// The peer's name.
-    pub name: PeerName,
+    #[arg(required_unless_present = "all", conflicts_with_all = ["all", "out_dir"])]
+    pub name: Option<PeerName>,
+    /// Every peer's QR code, one file each (NAME.png or .svg, mode 0600) in --out-dir;
+    /// peers that brought their own key are skipped (their private key is not here).
+    #[arg(long, requires = "out_dir", conflicts_with = "output")]
+    pub all: bool,
+    /// With --all: the directory to write to.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
     /// The image format.
     #[arg(long, value_enum, default_value = "ansi")]
     pub format: QrFormat,
@@ -322,8 +436,8 @@ pub struct PeerQrArgs {
     /// state and WireGuard config directories, and a regular file if it exists.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Replace the existing file of --output.
-    #[arg(long, requires = "output")]
+    /// Replace the existing file of --output, or with --all the files that exist in --out-dir.
+    #[arg(long)]
     pub force: bool,
 }
 

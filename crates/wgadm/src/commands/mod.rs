@@ -3,10 +3,13 @@
 
 pub mod apply;
 mod check;
+mod import;
 mod init;
 mod netbox;
 mod peer;
+mod reissue;
 mod render;
+mod server;
 mod status;
 mod vault;
 
@@ -64,6 +67,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(&ctx, args),
         Command::Netbox(cmd) => netbox::run(&ctx, cmd),
         Command::Vault(cmd) => vault::run(&ctx, cmd),
+        Command::Import(args) => import::run(&ctx, args),
+        Command::Server(cmd) => server::run(&ctx, cmd),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "wgadm", &mut out);

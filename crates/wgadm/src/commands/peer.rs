@@ -23,7 +23,11 @@ pub fn run(ctx: &Ctx, cmd: PeerCommand) -> Result<()> {
         PeerCommand::Add(args) => add(ctx, args),
         PeerCommand::List => list(ctx),
         PeerCommand::Show(p) => show(ctx, &p.name),
-        PeerCommand::Config(p) => config(ctx, &p.name),
+        PeerCommand::Config(p) => match p.name {
+            Some(name) if !p.all && p.out_dir.is_none() && !p.force => config(ctx, &name),
+            _ => super::reissue::configs(ctx, p),
+        },
+        PeerCommand::Qr(args) if args.all => super::reissue::qrs(ctx, args),
         PeerCommand::Qr(args) => qr(ctx, args),
         PeerCommand::Set(args) => set(ctx, args),
         PeerCommand::Disable(p) => set_enabled(ctx, &p.name, false, p.apply),
@@ -421,15 +425,20 @@ fn no_private_key_for_qr(name: &PeerName) -> Error {
 }
 
 fn qr(ctx: &Ctx, args: PeerQrArgs) -> Result<()> {
+    let Some(name) = &args.name else {
+        return Err(Error::Invalid(
+            "name a peer, or pass --all --out-dir DIR".into(),
+        ));
+    };
     let _lock = ctx.store.lock_shared()?;
     let out = match &args.output {
         Some(path) => out_check(ctx, path, args.force, "--output")?,
         None => Out::Stdout,
     };
     let state = ctx.store.load()?;
-    let (text, has_key) = client_config(ctx, &state, &args.name)?;
+    let (text, has_key) = client_config(ctx, &state, name)?;
     if !has_key {
-        return Err(no_private_key_for_qr(&args.name));
+        return Err(no_private_key_for_qr(name));
     }
     if matches!(out, Out::Stdout)
         && args.format != QrFormat::Ansi
