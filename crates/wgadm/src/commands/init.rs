@@ -1,5 +1,8 @@
 //! `wgadm init`: a new state directory with the server's key pair.
 
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
 use serde_json::json;
 use wgadm_core::model::{normalize_endpoint, DEFAULT_KEEPALIVE};
 use wgadm_core::{check, Server, State};
@@ -13,15 +16,48 @@ use crate::store::{to_yaml, Txn, PUBLIC_MODE, SECRET_MODE};
 
 /// Creates `server.yml` and `server.key`; an existing state is only replaced with `--force`,
 /// and its peers are kept.
+///
+/// Of any number of concurrent `init`s on a missing or empty directory exactly one succeeds:
+/// the directory is created (or found), locked, and only then checked for a state.
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let store = &ctx.store;
     if store.dir().exists() {
-        // Lock only a directory that exists: init must not leave one behind when it fails.
         let _lock = store.lock_exclusive()?;
-        init(ctx, args)
-    } else {
-        init(ctx, args)
+        return init(ctx, args);
     }
+    // Refuse bad arguments before creating anything: a failed init leaves no directory behind.
+    validate_args(&args)?;
+    let created = create_dir(store.dir())?;
+    let result = store.lock_exclusive().and_then(|_lock| init(ctx, args));
+    if result.is_err() && created {
+        // Only empty directories go; a state another init wrote stays.
+        let _ = std::fs::remove_dir(store.peers_dir());
+        let _ = std::fs::remove_dir(store.dir());
+    }
+    result
+}
+
+/// Creates the state directory (and its parents) 0700; whether this process created it.
+fn create_dir(dir: &Path) -> Result<bool> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| Error::io(parent, e))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// The checks of the arguments alone, before anything is created.
+fn validate_args(args: &InitArgs) -> Result<()> {
+    normalize_endpoint(&args.endpoint, args.listen_port)
+        .map_err(|e| Error::Invalid(format!("--endpoint: {e}")))?;
+    Ok(())
 }
 
 fn init(ctx: &Ctx, args: InitArgs) -> Result<()> {
@@ -29,13 +65,22 @@ fn init(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let peers = if store.exists() {
         if !args.force {
             return Err(Error::Invalid(format!(
-                "{} already exists; pass --force to replace the server config and key \
-                 (every client config must then be reissued)",
+                "{} is already initialised: {} already exists; pass --force to replace the \
+                 server config and key (every client config must then be reissued)",
+                store.dir().display(),
                 store.server_yml().display()
             )));
         }
         store.load()?.peers
     } else {
+        if !args.force && std::fs::symlink_metadata(store.server_key()).is_ok() {
+            return Err(Error::Invalid(format!(
+                "{} is already initialised: {} exists (without server.yml); pass --force to \
+                 replace it",
+                store.dir().display(),
+                store.server_key().display()
+            )));
+        }
         Default::default()
     };
     let address = match args.address {
