@@ -475,6 +475,8 @@ pub fn strays(store: &Store) -> Result<Vec<Problem>> {
                 .any(|ext| name.ends_with(ext));
         match kind {
             Some(t) if t.is_file() && peer_file => {}
+            // `load` reports a peer file that is not a regular file.
+            Some(t) if !t.is_file() && peer_file && name.ends_with(".yml") => {}
             Some(t) if !t.is_file() && peer_file => out.push(stray(
                 place,
                 format!(
