@@ -110,9 +110,14 @@ impl Store {
                 return Ok(None);
             }
             let held = dir.metadata().map_err(|e| Error::io(&self.dir, e))?;
-            let now = fs::metadata(&self.dir).map_err(|e| self.missing_or(e))?;
-            if (held.dev(), held.ino()) == (now.dev(), now.ino()) {
-                return Ok(Some(dir));
+            match fs::metadata(&self.dir) {
+                Ok(now) if (held.dev(), held.ino()) == (now.dev(), now.ino()) => {
+                    return Ok(Some(dir))
+                }
+                // Removed or replaced while this process waited: lock what is there now.
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&self.dir, e)),
             }
         }
     }

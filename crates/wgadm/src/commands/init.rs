@@ -27,13 +27,23 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     }
     // Refuse bad arguments before creating anything: a failed init leaves no directory behind.
     validate_args(&args)?;
-    let created = create_dir(store.dir())?;
-    let result = store.lock_exclusive().and_then(|_lock| init(ctx, args));
+    let mut tries = 0;
+    let (created, lock) = loop {
+        let created = create_dir(store.dir())?;
+        match store.lock_exclusive() {
+            Ok(lock) => break (created, lock),
+            // A failed init removed the directory while this one waited: make it again.
+            Err(_) if !store.dir().exists() && tries < 5 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let result = init(ctx, args);
     if result.is_err() && created {
-        // Only empty directories go; a state another init wrote stays.
+        // Still under the lock; only empty directories go, a state stays.
         let _ = std::fs::remove_dir(store.peers_dir());
         let _ = std::fs::remove_dir(store.dir());
     }
+    drop(lock);
     result
 }
 
