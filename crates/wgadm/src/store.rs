@@ -980,3 +980,65 @@ fn try_lock(r: std::result::Result<(), fs::TryLockError>) -> std::io::Result<boo
 fn taken(lock: Option<Lock>) -> Result<Lock> {
     lock.ok_or_else(|| Error::Invalid("internal error: the state's lock was not taken".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal() -> Journal {
+        Journal {
+            renames: vec![
+                (
+                    format!("{TEMP_PREFIX}0011223344556677"),
+                    "peers/alice.key".into(),
+                ),
+                (
+                    format!("{TEMP_PREFIX}8899aabbccddeeff"),
+                    "server.yml".into(),
+                ),
+            ],
+            removals: vec!["peers/alice.psk".into()],
+        }
+    }
+
+    #[test]
+    fn a_journal_reads_back_as_written() {
+        assert_eq!(Journal::parse(journal().text().as_bytes()), Some(journal()));
+    }
+
+    #[test]
+    fn a_torn_altered_or_escaping_journal_is_no_journal() {
+        let text = journal().text();
+        for cut in [1, text.len() / 2, text.len() - 1] {
+            assert_eq!(
+                Journal::parse(&text.as_bytes()[..cut]),
+                None,
+                "cut at {cut}"
+            );
+        }
+        let altered = text.replace("alice.psk", "alice.yml");
+        assert_eq!(Journal::parse(altered.as_bytes()), None);
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "peers/../../x",
+            "peers/.hidden",
+            "",
+        ] {
+            let j = Journal {
+                renames: vec![],
+                removals: vec![bad.into()],
+            };
+            assert_eq!(Journal::parse(j.text().as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn temporary_files_are_recognised_old_and_new() {
+        assert!(is_temp(".wgadm-tmp-0123456789abcdef"));
+        assert!(is_temp(".alice.key.wgadm-4242"));
+        assert!(!is_temp("alice.key"));
+        assert!(!is_temp(".wgadm-journal"));
+        assert!(!is_temp(".alice.key.wgadm-x"));
+    }
+}
