@@ -430,15 +430,9 @@ fn random_kills(vault: bool, kills: usize, iterations: usize) -> Counts {
         vault_password: env.vault_password.clone(),
         tmp: tempfile::tempdir().unwrap(),
     };
-    // The typical duration of a command: the median of a few clean runs.
-    let mut times = Vec::new();
-    for i in 0..5 {
-        let t = Instant::now();
-        env.run(&["peer", "add", &format!("warmup{i}")]).ok();
-        times.push(t.elapsed());
+    for i in 0..4 {
+        env.run(&["peer", "add", &format!("p0{i}")]).ok();
     }
-    times.sort();
-    let typical = times[2];
     let mut counts = Counts::new();
     let mut serial = 0;
     let mut i = 0;
@@ -447,7 +441,10 @@ fn random_kills(vault: bool, kills: usize, iterations: usize) -> Counts {
         let before = snap(&env.state);
         let args = random_command(&before, &mut serial);
         restore(&ref_env.state, &before);
+        // The command's duration, measured by a clean run on a copy of the same state.
+        let started = Instant::now();
         let reference = command(&wgadm_argv(&ref_env, &args)).output().unwrap();
+        let typical = started.elapsed();
         assert!(
             reference.status.success(),
             "{args:?}: {}",
