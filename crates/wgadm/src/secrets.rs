@@ -158,7 +158,7 @@ impl Keys {
 
     /// Reads a key file (vault or plaintext).
     pub fn read(&self, path: &Path) -> Result<Secret> {
-        let data = Zeroizing::new(fs::read(path).map_err(|e| Error::io(path, e))?);
+        let data = crate::store::read_state_file(path, crate::store::KEY_LIMIT)?;
         let plain = if vault::is_vault(&data) {
             vault::decrypt(&data, self.password(path)?).map_err(|source| Error::Vault {
                 path: path.to_owned(),

@@ -730,3 +730,160 @@ fn peer_set_changes_one_peer_within_the_rules() {
         2
     );
 }
+
+/// Starts `n` `wgadm init`s at once and returns their outputs.
+fn concurrent_inits(env: &Env, n: usize) -> Vec<std::process::Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            env.cmd()
+                .args(["init", "--endpoint", "vpn.example.com"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+#[test]
+fn of_concurrent_inits_on_a_missing_or_empty_directory_exactly_one_wins() {
+    for empty in [false, true] {
+        for _ in 0..3 {
+            let env = Env::new();
+            if empty {
+                std::fs::create_dir(&env.state).unwrap();
+            }
+            let outs = concurrent_inits(&env, 16);
+            let won = outs.iter().filter(|o| o.status.success()).count();
+            assert_eq!(won, 1, "{won} inits succeeded (empty dir: {empty})");
+            for o in outs.iter().filter(|o| !o.status.success()) {
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(
+                    err.contains("already initialised")
+                        && err.contains(&*env.state.to_string_lossy()),
+                    "{err}"
+                );
+            }
+            // server.key belongs to server.yml's public key (check always opens it).
+            env.run(&["check", "--keys"]).ok();
+            let files: Vec<_> = env.snapshot().into_keys().collect();
+            assert_eq!(files.len(), 3, "{files:?}");
+        }
+    }
+}
+
+#[test]
+fn state_files_that_are_symlinks_fifos_or_huge_are_refused_by_name_and_never_read() {
+    let env = Env::new();
+    env.init(&[]);
+    env.run(&["peer", "add", "alice"]).ok();
+    let server_key = env.read("server.key");
+    let secret = server_key.trim();
+    // A peer file that points at the server's private key.
+    std::os::unix::fs::symlink("../server.key", env.path("peers/x.yml")).unwrap();
+    for args in [&["check"][..], &["peer", "list"], &["peer", "add", "bob"]] {
+        let err = refused(&env, args, &["peers/x.yml", "symbolic link"]);
+        assert!(!err.contains(secret), "the key leaked: {err}");
+    }
+    std::fs::remove_file(env.path("peers/x.yml")).unwrap();
+    // A fifo would block a reader forever; it is refused at once.
+    let fifo = std::ffi::CString::new(
+        env.path("peers/f.yml")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // (Not `refused`: its snapshot would block reading the fifo.)
+    env.run(&["check"])
+        .fails_with(&["peers/f.yml", "a fifo, not a regular file"]);
+    std::fs::remove_file(env.path("peers/f.yml")).unwrap();
+    // Too large: refused before reading, the content never echoed.
+    let big = format!("address: 192.168.100.9\n# {}\n", "MARKER".repeat(20_000));
+    std::fs::write(env.path("peers/big.yml"), big).unwrap();
+    let err = refused(&env, &["check"], &["peers/big.yml", "larger than 64 KiB"]);
+    assert!(!err.contains("MARKER"), "{err}");
+    std::fs::remove_file(env.path("peers/big.yml")).unwrap();
+    // A key file that is a symlink is not followed either.
+    let alice_key = env.path("peers/alice.key");
+    let copy = env.tmp.path().join("elsewhere.key");
+    std::fs::rename(&alice_key, &copy).unwrap();
+    std::os::unix::fs::symlink(&copy, &alice_key).unwrap();
+    let err = refused(
+        &env,
+        &["peer", "config", "alice"],
+        &["peers/alice.key", "symbolic link"],
+    );
+    assert!(!err.contains(env.read("peers/alice.key").trim()), "{err}");
+    refused(
+        &env,
+        &["check", "--keys"],
+        &["peers/alice.key: is a symbolic link"],
+    );
+    std::fs::remove_file(&alice_key).unwrap();
+    std::fs::rename(&copy, &alice_key).unwrap();
+    // server.yml itself.
+    let yml = env.path("server.yml");
+    std::fs::rename(&yml, env.tmp.path().join("server.yml")).unwrap();
+    std::os::unix::fs::symlink(env.tmp.path().join("server.yml"), &yml).unwrap();
+    refused(&env, &["peer", "list"], &["server.yml", "symbolic link"]);
+}
+
+#[test]
+fn check_names_everything_in_the_state_directory_that_is_not_state() {
+    let env = Env::new();
+    env.init(&[]);
+    env.run(&["peer", "add", "alice"]).ok();
+    env.run(&["check"]).ok();
+    std::fs::write(env.path("notes.txt"), "hello").unwrap();
+    std::fs::create_dir(env.path("peers/old")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", env.path("link")).unwrap();
+    // A temporary file an older wgadm left beside its target, holding a private key.
+    std::fs::write(
+        env.path("peers/.alice.key.wgadm-4242"),
+        env.read("peers/alice.key"),
+    )
+    .unwrap();
+    let err = env.run(&["check"]).fails_with(&[
+        "notes.txt: is not part of the state (a file)",
+        "link: is not part of the state (a symbolic link)",
+        "peers/old: is not part of the state (a directory)",
+        "peers/.alice.key.wgadm-4242: is left over from an interrupted wgadm command",
+    ]);
+    assert!(err.contains("4 problems"), "{err}");
+    // The next command that changes the state removes the leftover, and nothing else.
+    env.run(&["peer", "add", "bob"]).ok();
+    assert!(!env.path("peers/.alice.key.wgadm-4242").exists());
+    assert!(env.path("notes.txt").exists() && env.path("peers/old").exists());
+}
+
+#[test]
+fn a_change_that_never_committed_is_discarded_by_the_next_command_with_a_message() {
+    let env = Env::new();
+    env.init(&[]);
+    env.run(&["peer", "add", "alice"]).ok();
+    let before = env.snapshot();
+    // What a wgadm killed while staging leaves: a temporary file, no journal.
+    std::fs::write(env.path(".wgadm-tmp-0123456789abcdef"), "half a key").unwrap();
+    let run = env.run(&["peer", "list"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("removed 1 temporary file(s) an interrupted wgadm command left"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(before, env.snapshot());
+    // A journal that is torn (its checksum does not match) was never committed either.
+    std::fs::write(
+        env.path(".wgadm-journal"),
+        "wgadm-journal 1\nremove peers/alice.yml\n",
+    )
+    .unwrap();
+    env.run(&["check", "--keys"]).ok();
+    assert_eq!(before, env.snapshot());
+}

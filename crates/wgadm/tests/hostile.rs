@@ -204,7 +204,7 @@ fn nested_brackets_and_oversized_files_are_refused_in_milliseconds() {
         (
             "peers/bomb.yml",
             "[".repeat(200_000),
-            "bytes, more than the 65536",
+            "is larger than 64 KiB",
         ),
         (
             "peers/bomb.yml",

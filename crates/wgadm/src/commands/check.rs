@@ -16,9 +16,17 @@ use crate::vault;
 /// Prints "ok" or the problems (and exits 1 with them).
 pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     let _lock = ctx.store.lock_shared()?;
-    let state = ctx.store.load()?;
+    let state = match ctx.store.load() {
+        Ok(state) => state,
+        Err(Error::State(mut problems)) => {
+            problems.extend(crate::store::strays(&ctx.store)?);
+            return Err(Error::State(problems));
+        }
+        Err(e) => return Err(e),
+    };
     let mut problems = check(&state);
     problems.extend(key_file_problems(ctx, &state, args.keys)?);
+    problems.extend(crate::store::strays(&ctx.store)?);
     if ctx.json {
         output::json(&json!({
             "ok": problems.is_empty(),
@@ -94,8 +102,10 @@ fn key_file(place: &str, path: &Path, open: bool, public: Option<Key>, ctx: &Ctx
             message,
         }]
     };
-    let mode = match std::fs::metadata(path) {
+    let mode = match std::fs::symlink_metadata(path) {
         Err(_) => return problem("is missing; restore it from a backup".into()),
+        // Reported with the other entries that are not regular files (store::strays).
+        Ok(m) if !m.file_type().is_file() => return vec![],
         Ok(m) => m.permissions().mode() & 0o777,
     };
     if mode & 0o077 != 0 {

@@ -195,11 +195,14 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
         ));
     }
     if ctx.store.dir().exists() {
-        // Lock only a directory that exists: a failed import must not leave one behind.
         let _lock = ctx.store.lock_exclusive()?;
         import(ctx, args)
-    } else {
+    } else if args.dry_run {
+        // Nothing is written, so nothing is created either.
         import(ctx, args)
+    } else {
+        // As `init`: created, locked, then checked, and removed again if the import fails.
+        super::init::in_new_dir(&ctx.store, || import(ctx, args))
     }
 }
 

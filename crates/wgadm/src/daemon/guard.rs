@@ -395,9 +395,20 @@ impl Guard {
 
     fn check(&mut self, ctx: &Ctx, state: &State, logger: &Logger) -> Result<(), String> {
         let iface = state.server.interface.to_string();
-        let today = Date::from_unix_seconds(i64::try_from(super::unix_now()).unwrap_or(0));
+        let now = i64::try_from(super::unix_now()).unwrap_or(0);
+        let today = Date::from_unix_seconds(now);
+        let yesterday = Date::from_unix_seconds(now - 86_400);
         let wanted_of =
             |s: &State| digest(&ruleset(s, today, &firewall_options())).map(str::to_owned);
+        // The table wgadm loaded yesterday is its own, not tampering: it differs from today's
+        // only by the peers that expire today, and the expiry enforcer swaps it atomically in
+        // its first poll of the day. Shutting forwarding for it would cut every peer at midnight.
+        let wgadm_own = |s: &State, found: &Option<String>| {
+            found.is_some()
+                && (*found == wanted_of(s)
+                    || *found
+                        == digest(&ruleset(s, yesterday, &firewall_options())).map(str::to_owned))
+        };
         let listing = match self.nft.rules_listing() {
             Ok(l) => l,
             Err(e) => {
@@ -412,7 +423,7 @@ impl Guard {
             (&self.known, &found, &listing),
             (Some((d, l)), Some(f), Some(now)) if d == f && l != now
         );
-        if found.is_some() && found == wanted_of(state) && !edited {
+        if wgadm_own(state, &found) && !edited {
             self.remember(&found, &listing);
             return self.in_force(&iface, logger);
         }
@@ -439,7 +450,7 @@ impl Guard {
         let fresh = ctx.store.load().map_err(|e| e.to_string())?;
         let wanted = wanted_of(&fresh);
         // A newer table from a wgadm command (its digest moved with the state).
-        if found.is_some() && found == wanted && !edited {
+        if wgadm_own(&fresh, &found) && !edited {
             self.remember(&found, &listing);
             return self.in_force(&iface, logger);
         }

@@ -26,7 +26,6 @@ pub mod snapshot;
 pub mod uapi;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,15 +166,13 @@ fn state_stamp(ctx: &Ctx) -> Option<(SystemTime, SystemTime)> {
 }
 
 /// Loads the state under a shared lock, without waiting: `Ok(None)` while another wgadm holds
-/// the lock (the caller tries again next poll).
+/// the lock (the caller tries again next poll). Like every command, it first finishes or
+/// discards a change an interrupted wgadm left.
 fn load_state(ctx: &Ctx) -> Result<Option<State>> {
-    let dir = File::open(ctx.store.dir()).map_err(|e| Error::io(ctx.store.dir(), e))?;
-    match dir.try_lock_shared() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(ctx.store.dir(), e)),
+    match ctx.store.try_lock_shared()? {
+        Some(_lock) => ctx.store.load().map(Some),
+        None => Ok(None),
     }
-    ctx.store.load().map(Some)
 }
 
 /// Reads the device: the UAPI socket when there is one, else `wg show dump`.
