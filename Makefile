@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox
+.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox test-vm
 
 setup:
 	bash scripts/setup.sh
@@ -38,6 +38,11 @@ test-zabbix: setup
 # and Redis from Debian, all on 127.0.0.1 (the first run installs and migrates, ~6 min; then ~25 s).
 test-netbox: setup
 	bash tests/netbox/test.sh
+
+# The lab tests against the kernel's WireGuard module in a Debian 13 VM (qemu, no network; the
+# first run builds and caches the image, ~4 min; then ~3 min). tests/vm/README.md.
+test-vm: setup
+	bash tests/vm/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

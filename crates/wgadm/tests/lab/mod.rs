@@ -22,6 +22,10 @@
 //! - Labs run one at a time (a global lock): the machine has 2 cores and the timing tests would
 //!   disturb each other.
 //!
+//! - With `WGADM_LAB_KERNEL=1` (the VM lab, tests/vm) the interfaces are the kernel's: wg-quick
+//!   makes `wireguard` links, wireguard-go is neither needed nor allowed (the wrapper fails
+//!   loudly if wg-quick falls back to it), and every client brought up is checked to be one.
+//!
 //! Lab tests are `#[ignore]`d so a plain `cargo test` skips them; run with `--include-ignored`
 //! as root. Without root or the tools, [`Lab::new`] panics and says to run scripts/setup.sh.
 #![allow(dead_code)]
@@ -67,6 +71,14 @@ pub fn client_wan(i: usize) -> Ipv4Addr {
         100,
         10 + u8::try_from(i).expect("at most 200 clients"),
     )
+}
+
+/// The environment variable that makes the lab use the kernel's WireGuard (tests/vm sets it).
+pub const KERNEL_ENV: &str = "WGADM_LAB_KERNEL";
+
+/// Whether this lab runs on the kernel's WireGuard module instead of wireguard-go.
+pub fn kernel() -> bool {
+    std::env::var_os(KERNEL_ENV).is_some_and(|v| v == "1")
 }
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -283,6 +295,17 @@ impl Lab {
     }
 
     fn write_userspace_wrapper(&self) {
+        if kernel() {
+            // The kernel lab must never measure wireguard-go by accident.
+            write_script(
+                &self.userspace_wrapper(),
+                &format!(
+                    "echo \"lab: {KERNEL_ENV}=1, but wg-quick fell back to userspace for $1 \\
+                     (no wireguard module?)\" >&2\nexit 1\n"
+                ),
+            );
+            return;
+        }
         let dir = self.dir().display().to_string();
         write_script(
             &self.userspace_wrapper(),
@@ -393,6 +416,14 @@ done
                 out.status,
                 String::from_utf8_lossy(&out.stderr),
                 self.wireguard_go_logs()
+            );
+        }
+        if verb == "up" && kernel() {
+            let iface = conf.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let link = self.run(ns, &["ip", "-d", "link", "show", "dev", iface]);
+            assert!(
+                link.contains("wireguard"),
+                "the kernel lab brought up {iface} in {ns}, but it is no kernel wireguard link:\n{link}"
             );
         }
     }
@@ -995,6 +1026,7 @@ fn require_root_and_tools() {
         "timeout",
     ]
     .into_iter()
+    .filter(|tool| !(kernel() && *tool == "wireguard-go"))
     .filter(|tool| !std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
     .collect();
     assert!(
@@ -1002,6 +1034,15 @@ fn require_root_and_tools() {
         "missing {}: {SETUP_HINT}",
         missing.join(", ")
     );
+    if kernel() {
+        // Loaded on demand by the first `ip link add ... type wireguard`; modprobe says why not.
+        let _ = Command::new("modprobe").arg("wireguard").status();
+        assert!(
+            Path::new("/sys/module/wireguard").exists(),
+            "{KERNEL_ENV}=1 but the kernel has no wireguard module"
+        );
+        return;
+    }
     assert!(
         Path::new("/dev/net/tun").exists(),
         "/dev/net/tun is missing (wireguard-go needs it): {SETUP_HINT}"
