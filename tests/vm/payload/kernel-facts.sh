@@ -61,31 +61,29 @@ ip -n $b addr add 10.98.0.2/24 dev wgb
 ip -n $b link set wgb up
 ip netns exec $a ping -n -c1 -W5 10.98.0.2 >/dev/null || die "no tunnel between the namespaces"
 
-fact "A listen port in use by another socket:"
-ip netns exec $a python3 -c 'import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("0.0.0.0",51830)); print("bound",flush=True); time.sleep(60)' >/run/vmfacts-holder.out &
-holder=$!
-for _ in $(seq 100); do grep -q bound /run/vmfacts-holder.out && break; sleep 0.05; done
-wg_says $a set wga listen-port 51830
-fact "  listen-port afterwards: $(ip netns exec $a wg show wga listen-port)"
-kill $holder 2>/dev/null
-
 # A 10 ms ping loop from a to b while a's listen port is re-set to its own value, and while
 # an identical config is synced; each change is met by ~20 pings (rx counter polled).
 rx() { ip netns exec $b wg show wgb transfer | cut -f2; }
-meet() { local r; r=$(rx); for _ in $(seq 200); do [ $(($(rx) - r)) -ge 2560 ] && return; sleep 0.02; done; }
+# Waits (5 s at most) until b has received ~20 more pings: the loop met the change.
+meet() {
+  local r end
+  r=$(rx)
+  end=$(($(date +%s) + 5))
+  while [ $(($(rx) - r)) -lt 2560 ] && [ "$(date +%s)" -lt $end ]; do sleep 0.02; done
+}
 loss_during() {
   local what=$1
   shift
   ip netns exec $a ping -n -i 0.01 10.98.0.2 >/run/vmfacts-ping.out 2>&1 &
   local ping=$!
   meet
-  for _ in $(seq 10); do "$@"; meet; done
+  for _ in $(seq 5); do "$@"; meet; done
   kill -INT $ping
   wait $ping 2>/dev/null
   local seqs lost
   seqs=$(grep -o 'icmp_seq=[0-9]*' /run/vmfacts-ping.out | cut -d= -f2 | sort -n)
-  lost=$(python3 -c 'import sys; s=set(map(int,sys.argv[1].split())); print([i for i in range(1,max(s)) if i not in s])' "$seqs")
-  fact "  $what x10: $(tail -n2 /run/vmfacts-ping.out | head -n1); lost seq $lost"
+  lost=$(python3 -c 'import sys; s=set(map(int,sys.argv[1].split())); print([i for i in range(1,max(s,default=1)) if i not in s])' "$seqs")
+  fact "  $what x5: $(tail -n2 /run/vmfacts-ping.out | head -n1); lost seq $lost"
 }
 fact "Re-setting interface fields under a 10 ms ping loop:"
 loss_during "wg set listen-port 51820 (same value)" ip netns exec $a wg set wga listen-port 51820
@@ -95,6 +93,15 @@ loss_during "wg set private-key (same key)" ip netns exec $a wg set wga private-
 loss_during "wg set peer ... allowed-ips (same)" ip netns exec $a wg set wga peer "$pb" allowed-ips 10.98.0.2/32
 rm -f /run/vmfacts-a.conf
 
+fact "A listen port in use by another socket:"
+ip netns exec $a python3 -c 'import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("0.0.0.0",51830)); print("bound",flush=True); time.sleep(60)' >/run/vmfacts-holder.out &
+holder=$!
+for _ in $(seq 100); do grep -q bound /run/vmfacts-holder.out && break; sleep 0.05; done
+wg_says $a set wga listen-port 51830
+fact "  listen-port afterwards: $(ip netns exec $a wg show wga listen-port)"
+fact "  the tunnel afterwards: $(ip netns exec $a ping -n -c1 -W5 10.98.0.2 >/dev/null && echo works || echo broken)"
+kill $holder 2>/dev/null; wait $holder 2>/dev/null
+
 fact "Deleting and recreating the link:"
 before=$(ip -n $a -o link show wga | cut -d: -f1)
 ip -n $a link del wga
@@ -103,6 +110,7 @@ wg_says $a show wga
 ip -n $a link add wga type wireguard
 after=$(ip -n $a -o link show wga | cut -d: -f1)
 fact "  recreated: ifindex $before -> $after; peers: $(ip netns exec $a wg show wga peers | wc -l), private key set: $(ip netns exec $a wg show wga private-key | grep -qv none && echo yes || echo no)"
-fact "  a second 'ip link add wga type wireguard': $(ip -n $a link add wga type wireguard 2>&1; echo "exit $?")"
+again=$(ip -n $a link add wga type wireguard 2>&1)
+fact "  a second 'ip link add wga type wireguard': exit $?: $again"
 rm -f /run/vmfacts-*.key /run/vmfacts-*.out
 exit 0

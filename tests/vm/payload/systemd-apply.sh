@@ -13,6 +13,8 @@ cleanup() {
   ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
+# Whether the daemon's journal has a line matching $1.
+daemon_logged() { journalctl -u wgadm -o cat | grep -qE "$1"; }
 # Polls `cmd` every 0.1 s for up to $1 seconds.
 poll() {
   local secs=$1
@@ -48,7 +50,7 @@ say "apply started wg-quick@wg0 (kernel link, ifindex $ifindex)"
 
 systemctl start wgadm-firewall.service wgadm.service
 systemctl is-active --quiet wgadm-firewall.service || fail "wgadm-firewall.service: $(journalctl -u wgadm-firewall -o cat | tail -5)"
-poll 20 grep -q event=interface_up <(journalctl -u wgadm -o cat) ||
+poll 20 daemon_logged event=interface_up ||
   fail "the daemon did not see wg0: $(journalctl -u wgadm -o cat | tail -5)"
 say "wgadm-firewall.service and wgadm.service run"
 
@@ -58,7 +60,7 @@ ip netns exec "$ns" wg-quick up /run/wgc0.conf 2>/dev/null
 start=$(date +%s%N)
 poll 20 ip netns exec "$ns" ping -n -c1 -W1 192.168.100.1 || fail "alice gets no answer through wg0"
 say "first ping after wg-quick up answered after $((($(date +%s%N) - start) / 1000000)) ms"
-poll 20 grep -q 'event=peer_connected.*peer=alice' <(journalctl -u wgadm -o cat) ||
+poll 20 daemon_logged 'event=peer_connected.*peer=alice' ||
   fail "no peer_connected from the daemon: $(journalctl -u wgadm -o cat | tail -5)"
 say "the daemon (hardened unit) logged alice's connect"
 
