@@ -45,7 +45,7 @@ t_image=$(date +%s)
 # The payload: the test binaries and wgadm as built on the host (Debian 12's glibc; the VM's
 # Debian 13 has a newer one), the scripts, the packaged units. Debug info is stripped: the
 # payload is a disk the VM reads through emulated virtio.
-targets=$(awk '!/^#/ && NF && $1 != "script" {print $1}' "$list" | sort -u)
+targets=$(awk '!/^#/ && NF && $2 != "script" {print $2}' "$list" | sort -u)
 cargo_args=(test --no-run --locked -p wgadm --message-format=json)
 for t in $targets; do cargo_args+=(--test "$t"); done
 log "building ${targets//$'\n'/, } and wgadm"

@@ -543,6 +543,7 @@ done
                 ns,
                 "ping",
                 "-n",
+                "-D",
                 "-i",
                 "0.01",
                 &addr.to_string(),
@@ -556,6 +557,7 @@ done
         PingLoop {
             child: Some(child),
             out,
+            backlog_drops: backlog_drops(),
         }
     }
 
@@ -790,7 +792,13 @@ impl Footprint {
 pub struct PingLoop {
     child: Option<Child>,
     out: PathBuf,
+    backlog_drops: u64,
 }
+
+/// How much longer than the sequence numbers imply the replies around a lost one may be apart
+/// before the gap counts as a stall of the emulator (the VM lab), not as a loss in the tunnel.
+/// On TCG single round trips reach 140 ms; a stall that loses a packet is far longer.
+pub const STALL: Duration = Duration::from_millis(500);
 
 /// What a ping loop saw.
 #[derive(Debug, Clone)]
@@ -801,7 +809,17 @@ pub struct PingStats {
     pub received: u64,
     /// Sequence numbers that got no reply although a later one did: packets lost while the
     /// tunnel was in use (the last requests, still in flight when ping stopped, do not count).
+    /// In the kernel lab, losses inside an emulator stall are in `stalled` instead.
     pub lost: Vec<u64>,
+    /// Kernel lab (VM) only: lost sequence numbers whose neighbouring replies are more than
+    /// [`STALL`] further apart than their sequence numbers imply, with that gap in ms: the VM
+    /// stood still, so the loss says nothing about the tunnel. Always printed with the stats.
+    pub stalled: Vec<(u64, u64)>,
+    /// Packets the kernel dropped from a CPU's input backlog while the loop ran (the
+    /// `dropped` column of /proc/net/softnet_stat: a CPU that did not get to process them).
+    pub backlog_drops: u64,
+    /// For every lost sequence number: how far apart (ms) the replies around it came.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 impl PingLoop {
@@ -821,7 +839,19 @@ impl PingLoop {
             std::thread::sleep(Duration::from_millis(10));
         }
         let text = fs::read_to_string(&self.out).unwrap_or_default();
-        parse_ping(&text)
+        let mut stats = parse_ping(&text);
+        stats.backlog_drops = backlog_drops().saturating_sub(self.backlog_drops);
+        if kernel() {
+            let stalled: Vec<(u64, u64)> = stats
+                .gaps
+                .iter()
+                .copied()
+                .filter(|(_, gap)| u128::from(*gap) >= STALL.as_millis())
+                .collect();
+            stats.lost.retain(|l| !stalled.iter().any(|(s, _)| s == l));
+            stats.stalled = stalled;
+        }
+        stats
     }
 }
 
@@ -834,15 +864,34 @@ impl Drop for PingLoop {
     }
 }
 
-/// Reads ping's per-reply lines (`icmp_seq=N`) and its summary line.
+/// The sum of the `dropped` column of /proc/net/softnet_stat (all CPUs).
+fn backlog_drops() -> u64 {
+    fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .sum()
+}
+
+/// Reads ping's per-reply lines (`icmp_seq=N`, with `-D` its `[seconds]` receive time) and its
+/// summary line.
 pub fn parse_ping(text: &str) -> PingStats {
     let mut replies = BTreeSet::new();
+    let mut at = std::collections::BTreeMap::new();
     let (mut transmitted, mut received) = (0, 0);
     for line in text.lines() {
         if let Some(rest) = line.split("icmp_seq=").nth(1) {
             if line.contains(" bytes from ") {
                 if let Ok(seq) = rest.split_whitespace().next().unwrap_or("").parse::<u64>() {
                     replies.insert(seq);
+                    let stamp = line
+                        .strip_prefix('[')
+                        .and_then(|l| l.split(']').next())
+                        .and_then(|t| t.parse::<f64>().ok());
+                    if let Some(t) = stamp {
+                        at.insert(seq, t);
+                    }
                 }
             }
         }
@@ -856,11 +905,30 @@ pub fn parse_ping(text: &str) -> PingStats {
         }
     }
     let last = replies.last().copied().unwrap_or(0);
-    let lost = (1..last).filter(|s| !replies.contains(s)).collect();
+    let lost: Vec<u64> = (1..last).filter(|s| !replies.contains(s)).collect();
+    // The gap around a lost one, beyond what the sequence numbers imply (10 ms apart).
+    let gaps = lost
+        .iter()
+        .map(|&s| {
+            let before = at.range(..s).next_back();
+            let after = at.range(s + 1..).next();
+            let gap = match (before, after) {
+                (Some((p, tp)), Some((n, tn))) => {
+                    let seen = ((tn - tp) * 1000.0).max(0.0) as u64;
+                    seen.saturating_sub((n - p) * 10)
+                }
+                _ => 0,
+            };
+            (s, gap)
+        })
+        .collect();
     PingStats {
         transmitted,
         received,
         lost,
+        stalled: Vec::new(),
+        backlog_drops: 0,
+        gaps,
     }
 }
 
