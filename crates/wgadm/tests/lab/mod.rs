@@ -813,7 +813,7 @@ pub struct PingStats {
     pub lost: Vec<u64>,
     /// Kernel lab (VM) only: lost sequence numbers whose neighbouring replies are more than
     /// [`STALL`] further apart than their sequence numbers imply, with that gap in ms: the VM
-    /// stood still, so the loss says nothing about the tunnel. Always printed with the stats.
+    /// stood still, so the loss says nothing about the tunnel. [`PingLoop::stop`] prints them.
     pub stalled: Vec<(u64, u64)>,
     /// Packets the kernel dropped from a CPU's input backlog while the loop ran (the
     /// `dropped` column of /proc/net/softnet_stat: a CPU that did not get to process them).
@@ -849,6 +849,13 @@ impl PingLoop {
                 .filter(|(_, gap)| u128::from(*gap) >= STALL.as_millis())
                 .collect();
             stats.lost.retain(|l| !stalled.iter().any(|(s, _)| s == l));
+            if !stalled.is_empty() {
+                println!(
+                    "ping loop: lost during an emulator stall (seq, ms beyond the expected gap): \
+                     {stalled:?}; backlog drops {}",
+                    stats.backlog_drops
+                );
+            }
             stats.stalled = stalled;
         }
         stats
