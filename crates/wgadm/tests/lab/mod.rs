@@ -820,6 +820,9 @@ pub struct PingStats {
     pub backlog_drops: u64,
     /// For every lost sequence number: how far apart (ms) the replies around it came.
     pub gaps: Vec<(u64, u64)>,
+    /// For every lost sequence number: when the reply before it came (Unix seconds, `ping -D`),
+    /// to set it against what a test did at that moment.
+    pub lost_after: Vec<(u64, f64)>,
 }
 
 impl PingLoop {
@@ -929,6 +932,10 @@ pub fn parse_ping(text: &str) -> PingStats {
             (s, gap)
         })
         .collect();
+    let lost_after = lost
+        .iter()
+        .filter_map(|&s| at.range(..s).next_back().map(|(_, &t)| (s, t)))
+        .collect();
     PingStats {
         transmitted,
         received,
@@ -936,6 +943,7 @@ pub fn parse_ping(text: &str) -> PingStats {
         stalled: Vec::new(),
         backlog_drops: 0,
         gaps,
+        lost_after,
     }
 }
 
