@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox test-vm
+.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox
 
 setup:
 	bash scripts/setup.sh
@@ -42,6 +42,7 @@ test-netbox: setup
 # The lab tests against the kernel's WireGuard module in a Debian 13 VM (qemu, no network; the
 # first run builds and caches the image, 4-5 min; a run takes 8-11 min on 2 loaded cores).
 # tests/vm/README.md.
+.PHONY: test-vm
 test-vm: setup
 	bash tests/vm/run.sh
 
