@@ -28,3 +28,6 @@ if ! python3 -m pip show ansible ansible-lint >/dev/null 2>&1; then
   echo "setup: installing ${pip_packages[*]}" >&2
   python3 -m pip install --quiet --disable-pip-version-check "${pip_packages[@]}"
 fi
+
+# The VM lab (tests/vm, `make test-vm`): qemu and debootstrap.
+bash "$(dirname "$0")/../tests/vm/setup.sh"

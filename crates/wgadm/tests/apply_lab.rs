@@ -213,6 +213,11 @@ fn changing_other_peers_loses_no_packets_and_updates_keep_sessions() {
     ];
     let alice_key = server.public_key("alice");
     for args in steps {
+        // When each step ran, to set against the ping loop's reply times if one is lost.
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        println!("step at {:.3}: {}", at.as_secs_f64(), args.join(" "));
         server.ok(args);
         // Let alice's pings meet each new configuration: ~10 more of them arrive.
         lab.wait_for_traffic(&server.iface, &alice_key, 1000, Duration::from_secs(10));

@@ -370,11 +370,15 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
                     }
                     state = new;
                 }
-                // Another wgadm holds the lock: next poll (a SIGHUP stays pending).
+                // Another wgadm holds the lock: next poll (a SIGHUP stays pending). The device
+                // is not read either: that wgadm may be changing it right now, and a peer it
+                // adds would be seen before the state that names it (seen in the VM lab, where
+                // `peer add bob --apply` logged config_changed with bob's key, not his name).
                 Ok(None) => {
                     if forced {
                         hup.store(true, Ordering::Relaxed);
                     }
+                    continue;
                 }
                 Err(e) => {
                     // Not again until the directory changes once more or SIGHUP.

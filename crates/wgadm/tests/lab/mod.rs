@@ -22,6 +22,10 @@
 //! - Labs run one at a time (a global lock): the machine has 2 cores and the timing tests would
 //!   disturb each other.
 //!
+//! - With `WGADM_LAB_KERNEL=1` (the VM lab, tests/vm) the interfaces are the kernel's: wg-quick
+//!   makes `wireguard` links, wireguard-go is neither needed nor allowed (the wrapper fails
+//!   loudly if wg-quick falls back to it), and every client brought up is checked to be one.
+//!
 //! Lab tests are `#[ignore]`d so a plain `cargo test` skips them; run with `--include-ignored`
 //! as root. Without root or the tools, [`Lab::new`] panics and says to run scripts/setup.sh.
 #![allow(dead_code)]
@@ -67,6 +71,14 @@ pub fn client_wan(i: usize) -> Ipv4Addr {
         100,
         10 + u8::try_from(i).expect("at most 200 clients"),
     )
+}
+
+/// The environment variable that makes the lab use the kernel's WireGuard (tests/vm sets it).
+pub const KERNEL_ENV: &str = "WGADM_LAB_KERNEL";
+
+/// Whether this lab runs on the kernel's WireGuard module instead of wireguard-go.
+pub fn kernel() -> bool {
+    std::env::var_os(KERNEL_ENV).is_some_and(|v| v == "1")
 }
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -283,6 +295,17 @@ impl Lab {
     }
 
     fn write_userspace_wrapper(&self) {
+        if kernel() {
+            // The kernel lab must never measure wireguard-go by accident.
+            write_script(
+                &self.userspace_wrapper(),
+                &format!(
+                    "echo \"lab: {KERNEL_ENV}=1, but wg-quick fell back to userspace for $1 \\
+                     (no wireguard module?)\" >&2\nexit 1\n"
+                ),
+            );
+            return;
+        }
         let dir = self.dir().display().to_string();
         write_script(
             &self.userspace_wrapper(),
@@ -393,6 +416,14 @@ done
                 out.status,
                 String::from_utf8_lossy(&out.stderr),
                 self.wireguard_go_logs()
+            );
+        }
+        if verb == "up" && kernel() {
+            let iface = conf.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let link = self.run(ns, &["ip", "-d", "link", "show", "dev", iface]);
+            assert!(
+                link.contains("wireguard"),
+                "the kernel lab brought up {iface} in {ns}, but it is no kernel wireguard link:\n{link}"
             );
         }
     }
@@ -512,6 +543,7 @@ done
                 ns,
                 "ping",
                 "-n",
+                "-D",
                 "-i",
                 "0.01",
                 &addr.to_string(),
@@ -525,6 +557,7 @@ done
         PingLoop {
             child: Some(child),
             out,
+            backlog_drops: backlog_drops(),
         }
     }
 
@@ -759,7 +792,13 @@ impl Footprint {
 pub struct PingLoop {
     child: Option<Child>,
     out: PathBuf,
+    backlog_drops: u64,
 }
+
+/// How much longer than the sequence numbers imply the replies around a lost one may be apart
+/// before the gap counts as a stall of the emulator (the VM lab), not as a loss in the tunnel.
+/// On TCG single round trips reach 140 ms; a stall that loses a packet is far longer.
+pub const STALL: Duration = Duration::from_millis(500);
 
 /// What a ping loop saw.
 #[derive(Debug, Clone)]
@@ -770,7 +809,20 @@ pub struct PingStats {
     pub received: u64,
     /// Sequence numbers that got no reply although a later one did: packets lost while the
     /// tunnel was in use (the last requests, still in flight when ping stopped, do not count).
+    /// In the kernel lab, losses inside an emulator stall are in `stalled` instead.
     pub lost: Vec<u64>,
+    /// Kernel lab (VM) only: lost sequence numbers whose neighbouring replies are more than
+    /// [`STALL`] further apart than their sequence numbers imply, with that gap in ms: the VM
+    /// stood still, so the loss says nothing about the tunnel. [`PingLoop::stop`] prints them.
+    pub stalled: Vec<(u64, u64)>,
+    /// Packets the kernel dropped from a CPU's input backlog while the loop ran (the
+    /// `dropped` column of /proc/net/softnet_stat: a CPU that did not get to process them).
+    pub backlog_drops: u64,
+    /// For every lost sequence number: how far apart (ms) the replies around it came.
+    pub gaps: Vec<(u64, u64)>,
+    /// For every lost sequence number: when the reply before it came (Unix seconds, `ping -D`),
+    /// to set it against what a test did at that moment.
+    pub lost_after: Vec<(u64, f64)>,
 }
 
 impl PingLoop {
@@ -790,7 +842,26 @@ impl PingLoop {
             std::thread::sleep(Duration::from_millis(10));
         }
         let text = fs::read_to_string(&self.out).unwrap_or_default();
-        parse_ping(&text)
+        let mut stats = parse_ping(&text);
+        stats.backlog_drops = backlog_drops().saturating_sub(self.backlog_drops);
+        if kernel() {
+            let stalled: Vec<(u64, u64)> = stats
+                .gaps
+                .iter()
+                .copied()
+                .filter(|(_, gap)| u128::from(*gap) >= STALL.as_millis())
+                .collect();
+            stats.lost.retain(|l| !stalled.iter().any(|(s, _)| s == l));
+            if !stalled.is_empty() {
+                println!(
+                    "ping loop: lost during an emulator stall (seq, ms beyond the expected gap): \
+                     {stalled:?}; backlog drops {}",
+                    stats.backlog_drops
+                );
+            }
+            stats.stalled = stalled;
+        }
+        stats
     }
 }
 
@@ -803,15 +874,34 @@ impl Drop for PingLoop {
     }
 }
 
-/// Reads ping's per-reply lines (`icmp_seq=N`) and its summary line.
+/// The sum of the `dropped` column of /proc/net/softnet_stat (all CPUs).
+fn backlog_drops() -> u64 {
+    fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .sum()
+}
+
+/// Reads ping's per-reply lines (`icmp_seq=N`, with `-D` its `[seconds]` receive time) and its
+/// summary line.
 pub fn parse_ping(text: &str) -> PingStats {
     let mut replies = BTreeSet::new();
+    let mut at = std::collections::BTreeMap::new();
     let (mut transmitted, mut received) = (0, 0);
     for line in text.lines() {
         if let Some(rest) = line.split("icmp_seq=").nth(1) {
             if line.contains(" bytes from ") {
                 if let Ok(seq) = rest.split_whitespace().next().unwrap_or("").parse::<u64>() {
                     replies.insert(seq);
+                    let stamp = line
+                        .strip_prefix('[')
+                        .and_then(|l| l.split(']').next())
+                        .and_then(|t| t.parse::<f64>().ok());
+                    if let Some(t) = stamp {
+                        at.insert(seq, t);
+                    }
                 }
             }
         }
@@ -825,11 +915,35 @@ pub fn parse_ping(text: &str) -> PingStats {
         }
     }
     let last = replies.last().copied().unwrap_or(0);
-    let lost = (1..last).filter(|s| !replies.contains(s)).collect();
+    let lost: Vec<u64> = (1..last).filter(|s| !replies.contains(s)).collect();
+    // The gap around a lost one, beyond what the sequence numbers imply (10 ms apart).
+    let gaps = lost
+        .iter()
+        .map(|&s| {
+            let before = at.range(..s).next_back();
+            let after = at.range(s + 1..).next();
+            let gap = match (before, after) {
+                (Some((p, tp)), Some((n, tn))) => {
+                    let seen = ((tn - tp) * 1000.0).max(0.0) as u64;
+                    seen.saturating_sub((n - p) * 10)
+                }
+                _ => 0,
+            };
+            (s, gap)
+        })
+        .collect();
+    let lost_after = lost
+        .iter()
+        .filter_map(|&s| at.range(..s).next_back().map(|(_, &t)| (s, t)))
+        .collect();
     PingStats {
         transmitted,
         received,
         lost,
+        stalled: Vec::new(),
+        backlog_drops: 0,
+        gaps,
+        lost_after,
     }
 }
 
@@ -995,6 +1109,7 @@ fn require_root_and_tools() {
         "timeout",
     ]
     .into_iter()
+    .filter(|tool| !(kernel() && *tool == "wireguard-go"))
     .filter(|tool| !std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
     .collect();
     assert!(
@@ -1002,6 +1117,15 @@ fn require_root_and_tools() {
         "missing {}: {SETUP_HINT}",
         missing.join(", ")
     );
+    if kernel() {
+        // Loaded on demand by the first `ip link add ... type wireguard`; modprobe says why not.
+        let _ = Command::new("modprobe").arg("wireguard").status();
+        assert!(
+            Path::new("/sys/module/wireguard").exists(),
+            "{KERNEL_ENV}=1 but the kernel has no wireguard module"
+        );
+        return;
+    }
     assert!(
         Path::new("/dev/net/tun").exists(),
         "/dev/net/tun is missing (wireguard-go needs it): {SETUP_HINT}"
