@@ -580,9 +580,12 @@ fn ip_forward_inside_a_namespace() {
     if std::env::var_os("WGADM_FW_INNER").is_none() {
         return;
     }
+    // A new namespace copies IPv4's switches from the host's (net.core.devconf_inherit_init_net
+    // 0 means "inherit" for IPv4), so start from off whatever the host has.
+    std::fs::write(wgadm::firewall::IP_FORWARD, "0\n").unwrap();
     assert!(
         wgadm::firewall::enable_ip_forward().unwrap(),
-        "it was off in a new namespace"
+        "it was off"
     );
     assert!(
         !wgadm::firewall::enable_ip_forward().unwrap(),
