@@ -254,6 +254,7 @@ def main() -> int:
         ("wgadm.peers.connected", lambda v: v == str(snap["peers_connected"]), "peers connected match the snapshot"),
         ("wgadm.interface.up", lambda v: v == "1", "the interface is up"),
         ("wgadm.interface.listen_port", lambda v: v == args.port, "the listen port is the lab's"),
+        ("wgadm.firewall.in_force", lambda v: v == "1", "the daemon finds table inet wgadm in force"),
         ("net.udp.listen[{$WGADM.PORT}]", lambda v: v == "1", f"the agent sees UDP port {args.port} listening"),
         ("wgadm.snapshot.age", lambda v: 0 <= int(v) <= 10, "the snapshot is fresh"),
         ("wgadm.daemon.uptime", lambda v: int(v) >= 0, "the daemon's uptime has a value"),

@@ -24,7 +24,9 @@
 //!   handshake logging for the daemon (when asked for); the listen port is open to
 //!   `allowed_sources` and dropped for everyone else (when the list is not empty).
 //! - `forward` (hook forward, policy accept): traffic from the VPN interface goes to
-//!   `vpn_forward`. Other forwarded traffic is not ours to judge.
+//!   `vpn_forward`; traffic toward it from outside the VPN passes when it belongs to a flow a
+//!   peer started, and as a new connection only with `server.yml: inbound: allow` (default
+//!   `drop`). Other forwarded traffic is not ours to judge.
 //! - `vpn_forward`: `deny` first (to `denied`), then replies, then peer-to-peer only through
 //!   `peer_access`, then `access`, then drop.
 //! - `vpn_to_server`: `deny` first, then replies, then `access` (so the default 192.168.0.0/16
@@ -63,7 +65,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Nat;
+use crate::model::{Inbound, Nat};
 use crate::{Date, State};
 
 /// The family of wgadm's table.
@@ -104,6 +106,31 @@ pub const HANDSHAKE_LOG: HandshakeLog = HandshakeLog {
     initiation_group: 51820,
     response_group: 51821,
 };
+
+/// The packet mark bit wgadm's table sets on everything arriving on the WireGuard interface.
+/// A policy-routing rule outside nftables (`ip rule ... iif IF fwmark 0/MARK blackhole`, see
+/// [`gate_rule`]) drops every packet from the interface that lacks it: the moment the table
+/// is flushed, nothing from the VPN is routed anywhere, with no window at all, because the
+/// mark disappears in the same transaction as the table.
+pub const GATE_MARK: u32 = 0x2000_0000;
+/// The priority of that rule: before the main table (32766) and wg-quick's own rules.
+pub const GATE_RULE_PRIORITY: u32 = 100;
+
+/// The `ip rule` arguments (after `ip -4 rule add`) of the gate for `iface`.
+pub fn gate_rule(iface: &str) -> Vec<String> {
+    [
+        "priority",
+        &GATE_RULE_PRIORITY.to_string(),
+        "iif",
+        iface,
+        "fwmark",
+        &format!("0x0/{GATE_MARK:#x}"),
+        "blackhole",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
+}
 
 /// Where dropped packets toward `deny` are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,11 +373,38 @@ fn render(state: &State, today: Date, options: &Options, counters: bool) -> (Str
         );
     }
 
+    // The mark the gate rule looks for: set before the routing decision, in the same table,
+    // so it exists exactly as long as the table does.
+    let _ = write!(
+        out,
+        "\n\tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority mangle; policy accept;\n\
+         \t\tiifname \"{iface}\" meta mark set meta mark | {GATE_MARK:#x} comment \"routed only while this table is in force\"\n\
+         \t}}\n"
+    );
+
     let _ = write!(
         out,
         "\n\tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
-         \t\tiifname \"{iface}\" jump vpn_forward\n\
+         \t\tiifname \"{iface}\" jump vpn_forward\n"
+    );
+    // Toward the VPN from outside it (vpn_forward above ends in a verdict, so peer-to-peer
+    // never gets here): replies to the peers' own flows pass; a new connection only with
+    // `inbound: allow`. Anything else (invalid, untracked) is dropped too: fail closed.
+    let _ = writeln!(
+        out,
+        "\t\toifname \"{iface}\" ct state established,related accept comment \"replies to the peers' flows\""
+    );
+    if s.inbound == Inbound::Allow {
+        let _ = writeln!(
+            out,
+            "\t\toifname \"{iface}\" ct state new accept comment \"inbound: allow\""
+        );
+    }
+    let _ = write!(
+        out,
+        "\t\toifname \"{iface}\" counter drop comment \"new connections toward peers (inbound: drop)\"\n\
          \t}}\n"
     );
 
@@ -541,6 +595,44 @@ mod tests {
             assert!(order[1].starts_with("ct direction reply accept"), "{body}");
             assert!(order.last().unwrap().starts_with("counter drop"), "{body}");
         }
+    }
+
+    #[test]
+    fn inbound_connections_toward_peers_are_dropped_unless_allowed() {
+        let text = ruleset(&small(), today(), &Options::default());
+        let reply = position(
+            &text,
+            "oifname \"wg0\" ct state established,related accept comment \"replies to the peers' flows\"",
+        );
+        let drop = position(
+            &text,
+            "oifname \"wg0\" counter drop comment \"new connections toward peers (inbound: drop)\"",
+        );
+        // After the VPN's own traffic, so peer-to-peer is judged by vpn_forward alone.
+        assert!(position(&text, "iifname \"wg0\" jump vpn_forward") < reply && reply < drop);
+        assert!(!text.contains("inbound: allow"), "{text}");
+        let mut s = small();
+        s.server.inbound = Inbound::Allow;
+        let open = ruleset(&s, today(), &Options::default());
+        let accept = position(
+            &open,
+            "oifname \"wg0\" ct state new accept comment \"inbound: allow\"",
+        );
+        assert!(accept < position(&open, "oifname \"wg0\" counter drop comment \"new connections toward peers (inbound: drop)\""));
+        assert_ne!(digest(&text), digest(&open));
+    }
+
+    #[test]
+    fn the_table_marks_what_the_gate_rule_lets_through() {
+        let text = ruleset(&small(), today(), &Options::default());
+        position(
+            &text,
+            "iifname \"wg0\" meta mark set meta mark | 0x20000000 comment \"routed only while this table is in force\"",
+        );
+        assert_eq!(
+            gate_rule("wg0").join(" "),
+            "priority 100 iif wg0 fwmark 0x0/0x20000000 blackhole"
+        );
     }
 
     #[test]

@@ -179,6 +179,32 @@ pub fn render<W: Write>(s: &Snapshot, out: &mut W) -> fmt::Result {
         h.lost,
     )?;
 
+    let f = &s.firewall;
+    gauge(
+        out,
+        "wgadm_firewall_guarded",
+        "Whether the daemon guards the firewall (table inet wgadm).",
+        f64::from(u8::from(f.guarded)),
+    )?;
+    gauge(
+        out,
+        "wgadm_firewall_in_force",
+        "Whether table inet wgadm with the state's ruleset is in force; while 0 nothing is forwarded from the VPN.",
+        f64::from(u8::from(f.in_force)),
+    )?;
+    counter(
+        out,
+        "wgadm_firewall_restores_total",
+        "Times the daemon found table inet wgadm missing or changed and loaded it again.",
+        f.restored,
+    )?;
+    counter(
+        out,
+        "wgadm_firewall_restore_errors_total",
+        "Firewall checks or restores that failed.",
+        f.restore_errors,
+    )?;
+
     let d = &s.daemon;
     counter(out, "wgadm_polls_total", "Polls of the device.", d.polls)?;
     counter(

@@ -45,6 +45,27 @@ pub struct Server {
     /// Who may reach the listen port (SR-005); empty means anyone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_sources: Vec<Ipv4Net>,
+    /// New connections from outside the VPN (the management network, the server's other
+    /// networks) toward peers' VPN addresses: dropped unless this says `allow`.
+    #[serde(default, skip_serializing_if = "Inbound::is_drop")]
+    pub inbound: Inbound,
+}
+
+/// `server.yml: inbound`: whether hosts outside the VPN may open connections to peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Inbound {
+    /// Only replies to flows a peer started reach it from outside the VPN.
+    #[default]
+    Drop,
+    /// Anyone the server routes for may open connections to peers.
+    Allow,
+}
+
+impl Inbound {
+    fn is_drop(&self) -> bool {
+        *self == Inbound::Drop
+    }
 }
 
 /// `server.yml: nat`: how the networks behind the server answer VPN traffic.

@@ -75,6 +75,22 @@ pub struct HandshakeLogInfo {
     pub lost: u64,
 }
 
+/// The firewall guard of the daemon (issue 10): whether `table inet wgadm` is in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallInfo {
+    /// The daemon guards the firewall (not started with `--no-firewall-guard`).
+    pub guarded: bool,
+    /// It reads netfilter's change notifications (else it checks every interval only).
+    pub notified: bool,
+    /// The table with the state's ruleset was in force at the latest check; while it is not,
+    /// nothing is forwarded from the WireGuard interface.
+    pub in_force: bool,
+    /// Times the daemon found the table missing or changed and loaded it again.
+    pub restored: u64,
+    /// Checks or restores that failed.
+    pub restore_errors: u64,
+}
+
 /// The snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -100,6 +116,17 @@ pub struct Snapshot {
     /// The handshake log reader.
     #[serde(default)]
     pub handshake_log: HandshakeLogInfo,
+    /// The firewall guard.
+    #[serde(default)]
+    pub firewall: FirewallInfo,
+}
+
+impl Snapshot {
+    /// The snapshot with the firewall guard's findings.
+    pub fn with_firewall(mut self, firewall: FirewallInfo) -> Self {
+        self.firewall = firewall;
+        self
+    }
 }
 
 /// Builds a snapshot from a status and what the daemon knows.
@@ -121,6 +148,7 @@ pub fn snapshot(
         refused_sources,
         connected_window,
         handshake_log,
+        firewall: FirewallInfo::default(),
     }
 }
 

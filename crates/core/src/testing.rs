@@ -19,6 +19,7 @@ pub fn state(subnet: &str, address: &str) -> State {
             keepalive: 25,
             nat: Nat::Masquerade,
             allowed_sources: vec![],
+            inbound: Default::default(),
         },
         peers: Default::default(),
     }

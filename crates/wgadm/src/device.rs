@@ -113,6 +113,16 @@ pub enum DeviceError {
         /// What is wrong with the output (never its content: it holds the private key).
         message: String,
     },
+    /// The interface is still missing after `up` reported success.
+    #[error("{how} reported success, but interface {iface} does not exist afterwards; {hint}")]
+    NotUp {
+        /// The interface.
+        iface: InterfaceName,
+        /// What brought it up.
+        how: String,
+        /// Where to look.
+        hint: String,
+    },
     /// `up` was asked for an interface whose config has not been written.
     #[error("cannot bring up {iface}: its wg-quick config {path} does not exist; write it first")]
     ConfigMissing {
@@ -165,6 +175,9 @@ pub struct Backend {
     config_dir: PathBuf,
     userspace: Option<PathBuf>,
     key_dir: PathBuf,
+    /// `Some(program)`: systemd manages wg-quick@IF through this systemctl (for tests);
+    /// `None`: find out ([`Backend::systemd_manages`]).
+    systemctl: Option<PathBuf>,
 }
 
 impl Backend {
@@ -178,6 +191,7 @@ impl Backend {
             wg_quick: "wg-quick".into(),
             config_dir,
             userspace: None,
+            systemctl: None,
             key_dir: if shm.is_dir() {
                 shm.to_path_buf()
             } else {
@@ -203,6 +217,13 @@ impl Backend {
     /// any, passes through unchanged.
     pub fn with_userspace(mut self, program: impl Into<PathBuf>) -> Self {
         self.userspace = Some(program.into());
+        self
+    }
+
+    /// Starts interfaces as the unit `wg-quick@IF` through this `systemctl`, whatever the
+    /// config directory (for tests with a stand-in).
+    pub fn with_systemctl(mut self, program: impl Into<PathBuf>) -> Self {
+        self.systemctl = Some(program.into());
         self
     }
 
@@ -291,30 +312,56 @@ impl Backend {
     /// Where systemd runs and the config is in the default directory, the interface is started
     /// as the unit `wg-quick@IF` instead, so that systemd knows it is up: `systemctl status`,
     /// a later `systemctl restart` and the next boot then agree with what apply did.
+    ///
+    /// Afterwards the interface must exist, else the error says so: a unit still "active
+    /// (exited)" after its link was deleted makes `systemctl start` a no-op, so an active unit
+    /// whose link is gone is restarted instead.
     pub fn up(&self, iface: &InterfaceName) -> Result<(), DeviceError> {
-        if self.systemd_manages() {
-            let unit = format!("wg-quick@{iface}.service");
-            let args = [OsString::from("start"), unit.into()];
-            let out = run(
-                Command::new("systemctl"),
-                Path::new("systemctl"),
-                &args,
-                None,
-            )?;
-            if out.status.success() {
-                return Ok(());
+        let how = match self.systemctl_program() {
+            Some(systemctl) => {
+                let unit = format!("wg-quick@{iface}.service");
+                let active = run(
+                    Command::new(&systemctl),
+                    &systemctl,
+                    &["is-active".into(), "--quiet".into(), unit.clone().into()],
+                    None,
+                )?
+                .status
+                .success();
+                // `up` runs only when the link is missing, so an active unit is stale.
+                let verb = if active { "restart" } else { "start" };
+                let args = [OsString::from(verb), unit.clone().into()];
+                let out = run(Command::new(&systemctl), &systemctl, &args, None)?;
+                if !out.status.success() {
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    return Err(failed(iface, &systemctl, &args, out.status, &stderr, &[]));
+                }
+                format!("`systemctl {verb} {unit}`")
             }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(failed(
-                iface,
-                Path::new("systemctl"),
-                &args,
-                out.status,
-                &stderr,
-                &[],
-            ));
+            None => {
+                self.wg_quick("up", iface)?;
+                format!("`wg-quick up {iface}`")
+            }
+        };
+        if self.show(iface)?.is_none() {
+            return Err(DeviceError::NotUp {
+                iface: iface.clone(),
+                hint: format!(
+                    "see `journalctl -u wg-quick@{iface}` (or run `wg-quick up {iface}` by \
+                     hand to see its messages), then run `wgadm apply` again"
+                ),
+                how,
+            });
         }
-        self.wg_quick("up", iface)
+        Ok(())
+    }
+
+    /// The systemctl that manages wg-quick@IF, when one does.
+    fn systemctl_program(&self) -> Option<PathBuf> {
+        match &self.systemctl {
+            Some(p) => Some(p.clone()),
+            None => self.systemd_manages().then(|| PathBuf::from("systemctl")),
+        }
     }
 
     /// Whether systemd is the init system and has the wg-quick@ unit for our config directory.
@@ -1173,6 +1220,78 @@ mod tests {
         b.apply(&iface(), &Plan::default(), &private).unwrap();
         let again = fs::read_to_string(tmp.path().join("args")).unwrap();
         assert_eq!(again.lines().count(), 1);
+    }
+
+    /// A stand-in for `systemctl` whose unit is "active" while `active` exists, and a `wg`
+    /// that sees the interface only while `link` exists: `restart` makes the link.
+    fn fake_systemd(dir: &Path) -> (PathBuf, PathBuf) {
+        let systemctl = dir.join("systemctl");
+        let wg = dir.join("wg");
+        let d = dir.display();
+        fs::write(
+            &systemctl,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {d}/calls\n\
+                 case \"$1\" in\n\
+                 is-active) [ -e {d}/active ];;\n\
+                 start) [ -e {d}/active ] || {{ touch {d}/active {d}/link; }};;\n\
+                 restart) touch {d}/active {d}/link;;\n\
+                 esac\n"
+            ),
+        )
+        .unwrap();
+        fs::write(
+            &wg,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = probe ] && exit 0\n\
+                 [ -e {d}/link ] || {{ echo 'Unable to access interface: Protocol not supported' >&2; exit 1; }}\n\
+                 printf 'PRIVATE\\t%s\\t51820\\toff\\n' {pk}\n",
+                pk = Key::from([1; 32])
+            ),
+        )
+        .unwrap();
+        for p in [&systemctl, &wg] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+            while let Err(e) = Command::new(p).arg("probe").status() {
+                assert_eq!(e.kind(), io::ErrorKind::ExecutableFileBusy, "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        (systemctl, wg)
+    }
+
+    #[test]
+    fn an_active_unit_without_its_link_is_restarted_and_the_link_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (systemctl, wg) = fake_systemd(tmp.path());
+        let b = Backend::new(tmp.path().into())
+            .with_wg(&wg)
+            .with_systemctl(&systemctl);
+        // "active (exited)" with the link deleted: `start` would do nothing.
+        fs::write(tmp.path().join("active"), "").unwrap();
+        b.up(&iface()).unwrap();
+        let calls = fs::read_to_string(tmp.path().join("calls")).unwrap();
+        assert!(calls.contains("restart wg-quick@wg0.service"), "{calls}");
+        assert!(!calls.contains("\nstart "), "{calls}");
+        assert!(b.show(&iface()).unwrap().is_some());
+
+        // Inactive: started; a start that leaves no link is an error naming the unit.
+        fs::remove_file(tmp.path().join("calls")).unwrap();
+        fs::remove_file(tmp.path().join("link")).unwrap();
+        fs::remove_file(tmp.path().join("active")).unwrap();
+        b.up(&iface()).unwrap();
+        let calls = fs::read_to_string(tmp.path().join("calls")).unwrap();
+        assert!(calls.contains("start wg-quick@wg0.service"), "{calls}");
+        fs::remove_file(tmp.path().join("link")).unwrap();
+        fs::write(tmp.path().join("active"), "").unwrap();
+        fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
+        let e = b.up(&iface()).unwrap_err();
+        assert!(matches!(e, DeviceError::NotUp { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("does not exist") && text.contains("journalctl -u wg-quick@wg0"),
+            "{text}"
+        );
     }
 
     #[test]

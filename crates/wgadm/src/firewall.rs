@@ -15,10 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use wgadm_core::firewall::{digest, Counter, DENY_DROPS_SET, TABLE_FAMILY, TABLE_NAME};
+use wgadm_core::firewall::{
+    digest, gate_rule, Counter, DENY_DROPS_SET, GATE_MARK, GATE_RULE_PRIORITY, TABLE_FAMILY,
+    TABLE_NAME,
+};
 
 /// The per-namespace switch for IPv4 forwarding.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The directory of the per-interface IPv4 switches, `IF/forwarding` in it.
+pub const CONF_DIR: &str = "/proc/sys/net/ipv4/conf";
 
 /// The oldest nft whose features the ruleset uses (see `wgadm_core::firewall`).
 pub const MIN_NFT: (u32, u32, u32) = (0, 9, 7);
@@ -99,6 +105,30 @@ pub enum FirewallError {
         what: &'static str,
         /// What was wrong with it.
         why: String,
+    },
+    /// The interface's own forwarding switch could not be set.
+    #[error("cannot set forwarding from {iface}: writing {value} to {}: {source}", .path.display())]
+    IfaceForward {
+        /// The interface.
+        iface: String,
+        /// The sysctl file.
+        path: PathBuf,
+        /// What was written.
+        value: u8,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// After loading, the table in force is not the one loaded.
+    #[error(
+        "nft took the ruleset, but table inet wgadm is not in force afterwards ({found}): \
+         something removed or replaced it at the same moment; forwarding from {iface} stays \
+         off; run `wgadm apply` again"
+    )]
+    NotInForce {
+        /// The interface kept from forwarding.
+        iface: String,
+        /// What was found instead.
+        found: String,
     },
     /// IPv4 forwarding could not be switched on.
     #[error("cannot switch IPv4 forwarding on: writing 1 to {}: {source}; {hint}", .path.display())]
@@ -258,6 +288,23 @@ impl Nft {
         args.extend(["list", "table"]);
         args.extend(table);
         let out = self.run(&args, None)?;
+        if out.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        if is_absent(&out) {
+            return Ok(None);
+        }
+        Err(self.failed("list wgadm's table", &out))
+    }
+
+    /// wgadm's table without set elements and without counter values (`nft -t -s list table
+    /// inet wgadm`), or `None` when there is none: it changes only when a rule, chain or set
+    /// definition does, so a change made by hand shows.
+    pub fn rules_listing(&self) -> Result<Option<String>, FirewallError> {
+        let out = self.run(
+            &["-t", "-s", "list", "table", TABLE_FAMILY, TABLE_NAME],
+            None,
+        )?;
         if out.status.success() {
             return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
         }
@@ -517,6 +564,171 @@ pub fn enable_ip_forward_at(path: &Path) -> Result<bool, FirewallError> {
     Ok(true)
 }
 
+/// Whether a line of `ip rule show` is the gate rule of `iface`, e.g.
+/// `100:\tfrom all fwmark 0/0x20000000 iif wg0 [detached] blackhole`.
+fn is_gate_rule(line: &str, iface: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+    };
+    let mark = after("fwmark").and_then(|m| m.split_once('/'));
+    after("iif") == Some(iface)
+        && words.last() == Some(&"blackhole")
+        && mark.is_some_and(|(v, m)| {
+            let num = |t: &str| u32::from_str_radix(t.trim_start_matches("0x"), 16).ok();
+            num(v) == Some(0) && num(m) == Some(GATE_MARK)
+        })
+}
+
+/// Installs the policy-routing rule that drops whatever arrives on `iface` without the mark
+/// of wgadm's table (`wgadm_core::firewall::gate_rule`), unless it is there. It lives outside
+/// nftables, so `nft flush ruleset` leaves it; it does not need the interface to exist.
+/// Returns whether it was added.
+pub fn ensure_gate_rule(iface: &str) -> Result<bool, FirewallError> {
+    let rule = gate_rule(iface);
+    let run = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| FirewallError::Run {
+                program: "ip".into(),
+                source,
+            })
+    };
+    let prio = GATE_RULE_PRIORITY.to_string();
+    let shown = run(&["-4", "rule", "show", "priority", &prio])?;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    if text.lines().any(|l| is_gate_rule(l, iface)) {
+        return Ok(false);
+    }
+    let mut args = vec!["-4", "rule", "add"];
+    args.extend(rule.iter().map(String::as_str));
+    let out = run(&args)?;
+    if !out.status.success() {
+        return Err(FirewallError::Nft {
+            action: "add the policy-routing rule that keeps the VPN from being routed without \
+                     wgadm's table (ip rule)",
+            message: message_of(&out),
+        });
+    }
+    Ok(true)
+}
+
+/// The fail-closed gate: whether packets arriving on `iface` may be forwarded at all.
+///
+/// The kernel decides IPv4 forwarding by the INPUT device's `conf/IF/forwarding`
+/// (`ip_route_input_slow` refuses to route when it is 0), and that switch lives outside
+/// nftables, so `nft flush ruleset` cannot open it. wgadm keeps it at 0 while `table inet
+/// wgadm` is not in force and sets it to 1 only after verifying the table. Writing
+/// `ip_forward` (or `conf/all/forwarding`) sets every interface's switch, so the global switch
+/// goes on first and this one after it. Returns `Ok(None)` when the interface does not exist
+/// (a new one inherits `conf/default/forwarding`), else whether the value changed.
+pub fn set_iface_forwarding(iface: &str, on: bool) -> Result<Option<bool>, FirewallError> {
+    set_iface_forwarding_at(
+        &Path::new(CONF_DIR).join(iface).join("forwarding"),
+        iface,
+        on,
+    )
+}
+
+/// [`set_iface_forwarding`] on another file, for tests.
+pub fn set_iface_forwarding_at(
+    path: &Path,
+    iface: &str,
+    on: bool,
+) -> Result<Option<bool>, FirewallError> {
+    let value = u8::from(on);
+    let fail = |source| FirewallError::IfaceForward {
+        iface: iface.to_owned(),
+        path: path.to_owned(),
+        value,
+        source,
+    };
+    let mut now = String::new();
+    match OpenOptions::new()
+        .read(true)
+        .open(path)
+        .and_then(|mut f| f.read_to_string(&mut now))
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    }
+    if now.trim() == value.to_string() {
+        return Ok(Some(false));
+    }
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{value}\n").as_bytes()))
+        .map_err(fail)?;
+    Ok(Some(true))
+}
+
+/// Whether packets arriving on `iface` are forwarded: `None` when it does not exist.
+pub fn iface_forwarding(iface: &str) -> Option<bool> {
+    std::fs::read_to_string(Path::new(CONF_DIR).join(iface).join("forwarding"))
+        .ok()
+        .map(|v| v.trim() != "0")
+}
+
+/// What [`open_gate`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// `ip_forward` was 0 and is now 1.
+    pub ip_forward: bool,
+    /// The interface's own switch was 0 and is now 1.
+    pub iface: bool,
+}
+
+/// Verifies that the table in force carries `wanted` (the digest of the ruleset just put in
+/// force), then switches forwarding on: globally first, then for `iface`. When the table is
+/// not the wanted one, `iface` is kept from forwarding and the error says so.
+pub fn open_gate(nft: &Nft, wanted: Option<&str>, iface: &str) -> Result<Opened, FirewallError> {
+    let found = nft.loaded_digest()?;
+    if found.is_none() || found.as_deref() != wanted {
+        let _ = set_iface_forwarding(iface, false);
+        return Err(FirewallError::NotInForce {
+            iface: iface.to_owned(),
+            found: found.map_or_else(
+                || "no table".to_owned(),
+                |d| format!("a table with digest {d}"),
+            ),
+        });
+    }
+    switch_on(iface)
+}
+
+/// Switches forwarding on, globally first and then for `iface`, for a caller that has just
+/// verified the table in force (see [`open_gate`]).
+pub fn switch_on(iface: &str) -> Result<Opened, FirewallError> {
+    ensure_gate_rule(iface)?;
+    let ip_forward = enable_ip_forward()?;
+    let iface_on = set_iface_forwarding(iface, true)?.unwrap_or(false);
+    Ok(Opened {
+        ip_forward,
+        iface: iface_on,
+    })
+}
+
+/// After nft refused a ruleset: when no wgadm table is in force at all, keeps `iface` from
+/// forwarding (a previous wgadm table, still in force, keeps filtering). Returns whether the
+/// gate was closed.
+pub fn close_gate_if_absent(nft: &Nft, iface: &str) -> bool {
+    let _ = ensure_gate_rule(iface);
+    match nft.loaded_digest() {
+        Ok(Some(_)) => false,
+        // No table, or nft cannot even list: fail closed.
+        Ok(None) | Err(_) => set_iface_forwarding(iface, false).is_ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,6 +765,44 @@ mod tests {
         assert!(parse_counters(empty).unwrap().is_empty());
         let err = parse_counters(b"[]").unwrap_err().to_string();
         assert!(err.contains("drop counters"), "{err}");
+    }
+
+    #[test]
+    fn the_interface_gate_reads_writes_and_tolerates_a_missing_interface() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarding");
+        std::fs::write(&path, "1\n").unwrap();
+        assert_eq!(
+            set_iface_forwarding_at(&path, "wg0", false).unwrap(),
+            Some(true)
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "0\n");
+        assert_eq!(
+            set_iface_forwarding_at(&path, "wg0", false).unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            set_iface_forwarding_at(&path, "wg0", true).unwrap(),
+            Some(true)
+        );
+        let gone = dir.path().join("nope/forwarding");
+        assert_eq!(set_iface_forwarding_at(&gone, "wg0", false).unwrap(), None);
+    }
+
+    #[test]
+    fn the_gate_rule_is_recognized_as_ip_prints_it() {
+        let line = "100:\tfrom all fwmark 0/0x20000000 iif wg0 [detached] blackhole";
+        assert!(is_gate_rule(line, "wg0"));
+        assert!(is_gate_rule(
+            "100: from all fwmark 0x0/0x20000000 iif wg0 blackhole",
+            "wg0"
+        ));
+        assert!(!is_gate_rule(line, "wg1"));
+        assert!(!is_gate_rule(&line.replace("0x2", "0x3"), "wg0"));
+        assert!(!is_gate_rule(
+            &line.replace("blackhole", "lookup main"),
+            "wg0"
+        ));
     }
 
     #[test]

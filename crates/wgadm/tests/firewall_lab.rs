@@ -79,6 +79,7 @@ impl Vpn {
                 keepalive: 25,
                 nat: Nat::Masquerade,
                 allowed_sources: allowed.iter().map(|a| Ipv4Net::from(*a)).collect(),
+                inbound: Default::default(),
             },
             peers: BTreeMap::new(),
         };

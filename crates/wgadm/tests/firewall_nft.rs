@@ -165,6 +165,7 @@ fn server(subnet: &str, address: &str, interface: &str) -> Server {
         keepalive: 25,
         nat: Nat::Masquerade,
         allowed_sources: vec![],
+        inbound: Default::default(),
     }
 }
 

@@ -58,8 +58,14 @@ pub fn firewall(ctx: &Ctx) -> Result<()> {
         carried_drops: nft.drop_counters()?,
         ..firewall_options()
     };
-    let forward = firewall::enable_ip_forward()?;
-    let loaded = nft.apply(&ruleset(&state, ctx.today, &options))?;
+    let iface = state.server.interface.as_str();
+    let rules = ruleset(&state, ctx.today, &options);
+    // The table first, verified, and only then forwarding: a refused ruleset leaves the
+    // interface unable to forward rather than forwarding unfiltered.
+    let loaded = nft.apply(&rules).inspect_err(|_| {
+        firewall::close_gate_if_absent(nft, iface);
+    })?;
+    let forward = firewall::open_gate(nft, digest(&rules), iface)?.ip_forward;
     if ctx.json {
         output::json(
             &serde_json::json!({ "changed": forward || loaded, "ip_forward_enabled": forward, "ruleset_loaded": loaded }),
@@ -188,19 +194,34 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         return Ok(outcome);
     }
 
-    // The firewall goes first: a new interface never runs a moment without it.
+    // The firewall goes first, and forwarding only after it is verified in force: a new
+    // interface never runs a moment without it, and a refused ruleset never leaves the
+    // interface forwarding unfiltered (DESIGN.md "Firewall": the per-interface gate).
     let mut outcome = outcome;
-    if firewall::enable_ip_forward()? {
-        outcome.steps.push("switch on IPv4 forwarding".into());
-        outcome.summary.changed = true;
-    }
-    if firewall_changed {
+    let opened = if firewall_changed {
         // Per-peer drop counters survive the reload: read them from the table in force.
         let options = Options {
             carried_drops: nft.drop_counters()?,
             ..firewall_options()
         };
-        nft.load(&ruleset(&state, ctx.today, &options))?;
+        nft.load(&ruleset(&state, ctx.today, &options))
+            .inspect_err(|_| {
+                firewall::close_gate_if_absent(nft, iface.as_str());
+            })?;
+        firewall::open_gate(nft, digest(&rules), iface.as_str())?
+    } else {
+        // Read and compared above, at the same time as the device.
+        firewall::switch_on(iface.as_str())?
+    };
+    if opened.ip_forward {
+        outcome.steps.push("switch on IPv4 forwarding".into());
+        outcome.summary.changed = true;
+    }
+    if opened.iface {
+        outcome.steps.push(format!(
+            "switch on forwarding from {iface} (table inet wgadm in force)"
+        ));
+        outcome.summary.changed = true;
     }
 
     if config_written {

@@ -70,6 +70,7 @@ fn init(ctx: &Ctx, args: InitArgs) -> Result<()> {
             keepalive: DEFAULT_KEEPALIVE,
             nat: args.nat.into(),
             allowed_sources: args.allowed_sources,
+            inbound: Default::default(),
         },
         peers,
     };

@@ -1,7 +1,7 @@
 //! One module per command group; each takes parsed arguments and the context and does its I/O
 //! through the store, the key files and the output helpers.
 
-mod apply;
+pub mod apply;
 mod check;
 mod init;
 mod netbox;

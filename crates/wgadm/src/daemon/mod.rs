@@ -16,6 +16,7 @@
 //! shows up by name at once. It never reads a key file, and no line, snapshot or metric holds
 //! a private or preshared key.
 
+pub mod guard;
 pub mod log;
 pub mod metrics;
 pub mod nflog;
@@ -76,6 +77,10 @@ pub struct DaemonArgs {
     /// Do not read the handshake log (NFLOG groups 51820 and 51821): no refused handshakes.
     #[arg(long)]
     pub no_handshake_log: bool,
+    /// Do not guard the firewall: by default the daemon keeps the WireGuard interface from
+    /// forwarding while table inet wgadm is missing or changed, and loads it again.
+    #[arg(long)]
+    pub no_firewall_guard: bool,
 }
 
 fn parse_interval(text: &str) -> std::result::Result<f64, String> {
@@ -262,6 +267,15 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
         start_reader(&tracker, clock, &stop, &logger)
     };
 
+    let mut guard = guard::Guard::start(
+        ctx,
+        &state,
+        interval,
+        &stop,
+        &logger,
+        !args.no_firewall_guard,
+    );
+
     let mut info = DaemonInfo {
         pid: std::process::id(),
         started_at,
@@ -284,6 +298,9 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
     let mut next_tick = Instant::now() + TICK;
 
     while !term.load(Ordering::Relaxed) {
+        if guard.tick(ctx, &state, &logger) {
+            next_poll = Instant::now();
+        }
         let now_i = Instant::now();
         if now_i >= next_tick {
             next_tick = now_i + TICK;
@@ -391,15 +408,18 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
                 },
             )
         };
-        let snap = Arc::new(wgadm_core::snapshot::snapshot(
-            st,
-            now,
-            info.clone(),
-            refused_total,
-            sources,
-            args.connected_window,
-            log_info,
-        ));
+        let snap = Arc::new(
+            wgadm_core::snapshot::snapshot(
+                st,
+                now,
+                info.clone(),
+                refused_total,
+                sources,
+                args.connected_window,
+                log_info,
+            )
+            .with_firewall(guard.info()),
+        );
         let happened = match &prev {
             Some(p) => events::diff(&p.status, &snap.status),
             None => events::initial(&snap.status),
