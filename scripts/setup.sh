@@ -3,7 +3,7 @@
 # Idempotent: a second run installs nothing and takes seconds.
 set -euo pipefail
 
-apt_packages=(wireguard-tools wireguard-go nftables iproute2 iputils-ping iperf3 zbar-tools procps)
+apt_packages=(wireguard-tools wireguard-go nftables iproute2 iputils-ping iperf3 zbar-tools procps faketime)
 # The `ansible` bundle brings ansible-core and the community.proxmox collection the Proxmox
 # role uses; ansible-lint checks the collection.
 pip_packages=(ansible==12.3.0 ansible-lint==26.10.1)

@@ -138,6 +138,9 @@ port=51820
 "$wgadm" peer add alice --preshared-key >/dev/null   # a preshared key too, for the no-keys check
 for c in bob carol dave; do "$wgadm" peer add "$c" >/dev/null; done
 "$wgadm" peer disable dave >/dev/null
+# Expiry: carol's day is 5 days off (inside the template's 14-day warning), bob's 30 days off.
+"$wgadm" peer set carol --expires "$(date -u -d '+5 days' +%F)" >/dev/null
+"$wgadm" peer set bob --expires "$(date -u -d '+30 days' +%F)" >/dev/null
 in_ns "$ns_srv" "$wgadm" apply >/dev/null
 for i in "${!clients[@]}"; do
   c=${clients[$i]}
@@ -276,7 +279,7 @@ ip netns exec "$ns_mgmt" python3 tests/zabbix/zabbix_check.py \
   --agent "192.168.1.1:$ZBX_AGENT_PORT" --snapshot "$snapshot" \
   --daemon-pid "$daemon_pid" \
   --port "$port" --up alice --gone bob --never carol --disabled dave --up-endpoint 198.51.100.11 \
-  --refused-source 198.51.100.13 &
+  --refused-source 198.51.100.13 --expiring carol --expiring-days 5 --expiring-later bob &
 procs+=("$! TERM")
 wait "$!" || true
 summary

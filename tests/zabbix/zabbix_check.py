@@ -116,6 +116,9 @@ def main() -> int:
     ap.add_argument("--disabled", required=True, help="disabled peer")
     ap.add_argument("--up-endpoint", required=True, help="address the --up peer connects from")
     ap.add_argument("--refused-source", required=True, help="address that tries a wrong key")
+    ap.add_argument("--expiring", required=True, help="peer that expires within the warning days")
+    ap.add_argument("--expiring-days", required=True, type=int, help="its days to expiry")
+    ap.add_argument("--expiring-later", required=True, help="peer that expires after the warning days")
     args = ap.parse_args()
     checks = Checks(args.results)
     api = Api(args.url)
@@ -259,6 +262,10 @@ def main() -> int:
         ("wgadm.snapshot.age", lambda v: 0 <= int(v) <= 10, "the snapshot is fresh"),
         ("wgadm.daemon.uptime", lambda v: int(v) >= 0, "the daemon's uptime has a value"),
         ("wgadm.refused.rate", lambda v: float(v) >= 0, "refused handshakes per minute has a value"),
+        (f"wgadm.peer.expires_in_days[{args.expiring}]", lambda v: int(v) == args.expiring_days,
+         f"{args.expiring}'s days to expiry are {args.expiring_days}"),
+        (f"wgadm.peer.expires_in_days[{args.expiring_later}]", lambda v: int(v) > 14,
+         f"{args.expiring_later}'s days to expiry are past the warning days"),
     ]
     for key, pred, what in expectations:
         ok, item = value_is(key, pred)
@@ -270,6 +277,11 @@ def main() -> int:
     checks.record(never.get("lastclock") == "0" and never.get("state") == "0",
                   f"{args.never}, never connected, has no handshake age and the item stays supported",
                   f"lastclock {never.get('lastclock')}, error {never.get('error')!r}")
+    # A peer without an expiry has no days to expiry, and the item stays supported.
+    no_expiry = items().get(f"wgadm.peer.expires_in_days[{args.up}]", {})
+    checks.record(no_expiry.get("lastclock") == "0" and no_expiry.get("state") == "0",
+                  f"{args.up}, without an expiry, has no days to expiry and the item stays supported",
+                  f"lastclock {no_expiry.get('lastclock')}, error {no_expiry.get('error')!r}")
     unsupported = {k: i["error"] for k, i in items().items() if i["state"] != "0"}
     checks.record(not unsupported, "no item of the host is unsupported", json.dumps(unsupported)[:300])
 
@@ -292,6 +304,13 @@ def main() -> int:
     for name in quiet:
         ok, t = trigger_is(name, "0", 5)
         checks.record(ok, f"'{name}' is OK", f"value {t.get('value')}")
+    expiring = 'wgadm: Peer {} expires within {} days'
+    ok, t = trigger_is(expiring.format(args.expiring, 14), "1")
+    checks.record(ok, f"'{args.expiring} expires within 14 days' fires ({args.expiring_days} days left; "
+                  "{$WGADM.EXPIRY.WARN.DAYS} = 14)", f"value {t.get('value')}")
+    for peer in (args.expiring_later, args.up):
+        ok, t = trigger_is(expiring.format(peer, 14), "0", 5)
+        checks.record(ok, f"'{peer} expires within 14 days' is OK", f"value {t.get('value')}")
     daemon_trigger = "wgadm: Daemon is not running"
     ok, t = trigger_is(daemon_trigger, "0", 30)
     checks.record(ok, f"'{daemon_trigger}' is OK while wgadm daemon runs", f"value {t.get('value')}")

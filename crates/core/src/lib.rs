@@ -12,6 +12,7 @@ mod de;
 pub mod device;
 pub mod endpoint;
 pub mod events;
+pub mod expiry;
 pub mod firewall;
 pub mod ipam;
 pub mod key;

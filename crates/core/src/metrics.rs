@@ -141,6 +141,21 @@ pub fn render<W: Write>(s: &Snapshot, out: &mut W) -> fmt::Result {
         }
     }
 
+    // Only peers with an expiry: an alert is `wgadm_peer_expiry_timestamp_seconds - time()
+    // < 14 * 86400`, and a peer without one has nothing to compare.
+    let name = "wgadm_peer_expiry_timestamp_seconds";
+    family(
+        out,
+        name,
+        "gauge",
+        "Unix time the peer goes off (00:00 UTC of its expires day); only peers with an expiry.",
+    )?;
+    for (p, l) in s.status.peers.iter().zip(&labels) {
+        if let Some(e) = p.expires {
+            writeln!(out, "{name}{{{l}}} {}", crate::expiry::expiry_timestamp(e))?;
+        }
+    }
+
     counter(
         out,
         "wgadm_refused_handshakes_total",
@@ -332,6 +347,23 @@ mod tests {
             "wgadm_peer_latest_handshake_timestamp_seconds{{interface=\"wg0\",peer=\"\",public_key=\"{u}\",address=\"\"}} 0"
         );
         assert!(t.lines().any(|x| x == unknown), "{t}");
+    }
+
+    #[test]
+    fn only_peers_with_an_expiry_have_an_expiry_timestamp() {
+        let t = text(&example());
+        let k = crate::Key::from([1; 32]);
+        // alice expires 2026-12-15: off from its 00:00 UTC.
+        let line = format!(
+            "wgadm_peer_expiry_timestamp_seconds{{interface=\"wg0\",peer=\"alice\",public_key=\"{k}\",address=\"192.168.100.2\"}} 1797292800"
+        );
+        assert!(t.lines().any(|x| x == line), "{t}");
+        assert_eq!(
+            t.lines()
+                .filter(|x| x.starts_with("wgadm_peer_expiry_timestamp_seconds{"))
+                .count(),
+            1
+        );
     }
 
     #[test]

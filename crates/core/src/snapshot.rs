@@ -188,6 +188,8 @@ pub(crate) mod tests {
                     rx_bytes: 1234,
                     tx_bytes: 5678,
                     denied_packets: 0,
+                    expires: Some(crate::Date::parse("2026-12-15").unwrap()),
+                    expires_in_days: Some(21),
                 },
                 PeerStatus {
                     name: None,
@@ -202,6 +204,8 @@ pub(crate) mod tests {
                     rx_bytes: 0,
                     tx_bytes: 0,
                     denied_packets: 0,
+                    expires: None,
+                    expires_in_days: None,
                 },
             ],
         };

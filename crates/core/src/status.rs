@@ -61,6 +61,13 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
     /// Packets it sent toward denied destinations, dropped by the firewall.
     pub denied_packets: u64,
+    /// Its expiry day in the state (UTC; from that day on it is off), when it has one.
+    #[serde(default)]
+    pub expires: Option<Date>,
+    /// Days from today to that day: 1 means it goes off at the coming midnight UTC, 0 or less
+    /// that it is off (expired that many days ago).
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
 }
 
 /// The interface's status.
@@ -134,6 +141,12 @@ pub fn status_within(
             .and_then(|a| drops.get(&a))
             .map_or(0, |c| c.packets);
     }
+    // The state's peers come first, in the state's order.
+    let today_n = crate::expiry::unix_day(today);
+    for (p, (_, peer)) in peers.iter_mut().zip(&state.peers) {
+        p.expires = peer.expires;
+        p.expires_in_days = peer.expires.map(|e| crate::expiry::unix_day(e) - today_n);
+    }
     if let Some(o) = observed {
         for d in o.peers.iter().filter(|d| !known.contains(&d.public_key)) {
             peers.push(peer_status(
@@ -189,6 +202,8 @@ fn peer_status(
         rx_bytes: device.map_or(0, |d| d.rx_bytes),
         tx_bytes: device.map_or(0, |d| d.tx_bytes),
         denied_packets: 0,
+        expires: None,
+        expires_in_days: None,
     }
 }
 
@@ -252,6 +267,10 @@ mod tests {
         assert!(!by("stale").connected);
         assert_eq!(by("missing").state, PeerState::NotApplied);
         assert_eq!(by("off").state, PeerState::PendingRemoval);
+        assert_eq!(
+            (by("fresh").expires, by("fresh").expires_in_days),
+            (None, None)
+        );
         assert_eq!(by("off").latest_handshake, None);
         assert_eq!(st.peers.last().unwrap().state, PeerState::Unknown);
         assert_eq!((st.peers_total, st.peers_connected), (5, 1));
@@ -266,5 +285,43 @@ mod tests {
                     .iter()
                     .all(|p| p.state == PeerState::NotApplied || p.state == PeerState::Disabled)
         );
+    }
+
+    #[test]
+    fn days_to_expiry() {
+        let today = Date::parse("2026-11-24").unwrap();
+        let mut s = state("192.168.100.0/24", "192.168.100.1");
+        let mut soon = peer("192.168.100.2", 1);
+        soon.expires = Some(Date::parse("2026-12-08").unwrap());
+        s.peers.insert("soon".parse().unwrap(), soon);
+        let mut tomorrow = peer("192.168.100.3", 2);
+        tomorrow.expires = Some(Date::parse("2026-11-25").unwrap());
+        s.peers.insert("tomorrow".parse().unwrap(), tomorrow);
+        let mut gone = peer("192.168.100.4", 3);
+        gone.expires = Some(Date::parse("2026-11-20").unwrap());
+        s.peers.insert("gone".parse().unwrap(), gone);
+        s.peers
+            .insert("never".parse().unwrap(), peer("192.168.100.5", 4));
+        let observed = Observed {
+            public_key: None,
+            listen_port: 51820,
+            peers: vec![seen(9, 0)],
+        };
+        let st = status(&s, Some(&observed), &BTreeMap::new(), 1000, today);
+        let by = |n: &str| {
+            st.peers
+                .iter()
+                .find(|p| p.name.as_deref() == Some(n))
+                .unwrap()
+        };
+        assert_eq!(by("soon").expires_in_days, Some(14));
+        assert_eq!(by("soon").expires, Some(Date::parse("2026-12-08").unwrap()));
+        assert_eq!(by("tomorrow").expires_in_days, Some(1));
+        assert_eq!(by("tomorrow").state, PeerState::NotApplied);
+        assert_eq!(by("gone").expires_in_days, Some(-4));
+        assert_eq!(by("gone").state, PeerState::Expired);
+        assert_eq!(by("never").expires_in_days, None);
+        // The device's unknown peer has no expiry.
+        assert_eq!(st.peers.last().unwrap().expires_in_days, None);
     }
 }

@@ -24,7 +24,7 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use wgadm_core::device::{parse_dump, Observed};
 use wgadm_core::plan::{Change, DesiredPeer, Plan};
-use wgadm_core::{InterfaceName, Secret};
+use wgadm_core::{InterfaceName, Key, Secret};
 use zeroize::Zeroizing;
 
 /// Where wg-quick looks for `<interface>.conf` when given only an interface name.
@@ -457,6 +457,38 @@ impl Backend {
                     out.status,
                     &stderr,
                     &secrets,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes peers off the device by public key (`wg set IF peer KEY remove ...`) and changes
+    /// nothing else: no key is read, written or sent, so a caller without access to key files
+    /// (the daemon enforcing an expiry) can use it. Other peers' tunnels are not touched.
+    pub fn remove_peers(&self, iface: &InterfaceName, keys: &[Key]) -> Result<(), DeviceError> {
+        let plan = Plan {
+            changes: keys
+                .iter()
+                .map(|k| Change::Remove {
+                    name: None,
+                    public_key: *k,
+                })
+                .collect(),
+        };
+        // Removals carry no preshared key, so no key file is ever made under this directory.
+        let (commands, _) = set_commands(iface, &plan, &self.key_dir, arg_budget());
+        for command in commands {
+            let out = run(self.wg_command(), &self.wg, &command.args, None)?;
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(failed(
+                    iface,
+                    &self.wg,
+                    &command.args,
+                    out.status,
+                    &stderr,
+                    &[],
                 ));
             }
         }

@@ -42,11 +42,25 @@ impl lab::server::Server<'_> {
 
     /// Starts the daemon with the lab's defaults plus `extra`.
     fn daemon(&self, snapshot: &Path, extra: &[&str]) -> Daemon {
+        self.daemon_env(snapshot, extra, &[], false)
+    }
+
+    /// [`Server::daemon`] with more environment variables; `journal`: its stderr passes for
+    /// the journal (`JOURNAL_STREAM` names the log file, as systemd names its stream).
+    fn daemon_env(
+        &self,
+        snapshot: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+        journal: bool,
+    ) -> Daemon {
+        use std::os::unix::fs::MetadataExt;
         let log = self
             .lab
             .dir()
             .join(format!("daemon-{}.log", DAEMONS.fetch_add(1, SeqCst)));
         let file = std::fs::File::create(&log).unwrap();
+        let meta = file.metadata().unwrap();
         let snap = snapshot.display().to_string();
         let mut args = vec!["daemon", "--snapshot", &snap];
         // Defaults of the lab, unless `extra` sets them.
@@ -56,12 +70,15 @@ impl lab::server::Server<'_> {
             }
         }
         args.extend_from_slice(extra);
-        let child = self
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
+        let mut command = self.command(&args);
+        command.env_remove("JOURNAL_STREAM");
+        if journal {
+            command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap();
         // `ip netns exec` execs the program in place: the child's PID is the daemon's.
         Daemon {
             child: Some(child),
@@ -382,11 +399,14 @@ fn a_wrong_key_is_refused_and_counted_a_right_one_is_not() {
         "{rules}"
     );
     let snapshot = lab.dir().join("status.json");
-    let daemon = server.daemon(&snapshot, &["--log-format", "json"]);
-    daemon.wait_line(
+    // Under systemd stderr is the journal: lines carry their priority (`<4>`: warning), so
+    // `journalctl -p warning` shows refused handshakes.
+    let daemon = server.daemon_env(&snapshot, &["--log-format", "json"], &[], true);
+    let ready = daemon.wait_line(
         &["\"event\":\"handshake_log_ready\""],
         Duration::from_secs(10),
     );
+    assert!(ready.starts_with("<6>{"), "{ready}");
 
     // bob, with his own key, connects: his handshakes are seen and answered.
     server.connect(1, "bob");
@@ -404,7 +424,10 @@ fn a_wrong_key_is_refused_and_counted_a_right_one_is_not() {
         ],
         Duration::from_secs(15),
     );
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let json = line
+        .strip_prefix("<4>")
+        .unwrap_or_else(|| panic!("a refused handshake not at warning priority: {line}"));
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(v["level"], "warn");
     assert!(v["count"].as_u64().unwrap() >= 1, "{line}");
     assert!(v["endpoint"]
@@ -690,10 +713,12 @@ fn killing_the_daemon_mid_write_never_leaves_a_broken_snapshot() {
         let s: Snapshot = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("run {run}: the snapshot does not parse: {e}"));
         assert_eq!(s.status.peers_total, PEERS, "run {run}");
-        let temp = snapshot.with_file_name(format!(".status.json.{pid}.tmp"));
-        if temp.exists() {
-            leftovers += 1;
-        }
+        let mine = format!(".status.json.{pid}.");
+        leftovers += std::fs::read_dir(lab.dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&mine))
+            .count();
     }
     // The next start removes what killed daemons left.
     let daemon = server.daemon(
@@ -817,4 +842,468 @@ fn bench_poll_cost() {
             rss_after_scrape as f64 / 1024.0
         );
     }
+}
+
+/// libfaketime, which runs the daemon on a clock that crosses a midnight (UTC) of our choice a
+/// few seconds after it starts: the real daemon, unchanged, meets a real day boundary.
+const FAKETIME_LIBS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+];
+
+/// The environment that starts the daemon's clock (wall and monotonic alike, at the normal
+/// rate) at `start` UTC.
+fn faketime(start: &str) -> Vec<(&'static str, String)> {
+    let lib = FAKETIME_LIBS
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("libfaketime is missing: `apt-get install faketime` (scripts/setup.sh does)")
+        });
+    vec![
+        ("LD_PRELOAD", (*lib).to_owned()),
+        ("FAKETIME", format!("@{start}")),
+        ("TZ", "UTC".to_owned()),
+    ]
+}
+
+/// A peer's entry in a snapshot.
+fn peer_in<'a>(s: &'a Snapshot, name: &str) -> &'a wgadm_core::status::PeerStatus {
+    s.status
+        .peers
+        .iter()
+        .find(|p| p.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in the snapshot"))
+}
+
+#[test]
+#[ignore = "needs root, wireguard-go, wg-quick, nft and libfaketime: run via the README's test command"]
+fn an_expired_peer_goes_off_in_the_first_poll_of_its_day_without_apply() {
+    use wgadm_core::status::PeerState;
+    use wgadm_core::Date;
+    let lab = Lab::new(2);
+    let server = Server::new(&lab);
+    // bob expires the day after tomorrow (UTC): `apply`, on today's real clock, puts him on
+    // the device, in wg0.conf and in the firewall.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = Date::from_unix_seconds(now + 2 * 86_400);
+    let eve = Date::from_unix_seconds(now + 86_400);
+    let midnight = wgadm_core::expiry::expiry_timestamp(day) as u64;
+    server.ok(&["peer", "add", "alice"]);
+    server.ok(&["peer", "add", "bob", "--expires", &day.to_string()]);
+    server.ok(&["apply"]);
+    let conf_path = server.config_dir.join(format!("{}.conf", server.iface));
+    let conf_before = std::fs::read(&conf_path).unwrap();
+    assert!(String::from_utf8_lossy(&conf_before).contains("# bob\n"));
+    let (alice, bob) = (lab.clients[0].clone(), lab.clients[1].clone());
+    server.connect(0, "alice");
+    server.connect(1, "bob");
+    let mgmt = lab::MGMT_HOSTS[0];
+    lab.wait_for_ping(&alice, mgmt, Duration::from_secs(10));
+    lab.wait_for_ping(&bob, mgmt, Duration::from_secs(10));
+    let bob_key = server.public_key("bob");
+    let bob_address = server.json(&["peer", "show", "bob"])["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alice_address = server.json(&["peer", "show", "alice"])["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Coming expiry, on the real clock: bob's is 2 days off, alice has none.
+    let st = server.ok(&["status"]);
+    assert!(
+        st.contains("EXPIRES") && st.contains(&format!("{day} (in 2 days)")),
+        "{st}"
+    );
+    assert_eq!(server.status_of("bob")["expires_in_days"], 2);
+    assert_eq!(server.status_of("bob")["expires"], day.to_string());
+    assert!(server.status_of("alice")["expires_in_days"].is_null());
+    let device_peers = || lab.run(&lab.server, &["wg", "show", &server.iface, "peers"]);
+    let table = || lab.run(&lab.server, &["nft", "list", "table", "inet", "wgadm"]);
+    assert!(table().contains(&bob_address));
+
+    // alice pings a management host through the firewall all along.
+    let pings = lab.ping_loop(&alice, mgmt);
+    lab.wait_for_traffic(
+        &server.iface,
+        &server.public_key("alice"),
+        1280,
+        Duration::from_secs(10),
+    );
+
+    // The daemon's clock starts 3 s before bob's midnight.
+    let snapshot = lab.dir().join("status.json");
+    let daemon = server.daemon_env(
+        &snapshot,
+        &["--interval", "0.5", "--no-handshake-log"],
+        &faketime(&format!("{eve} 23:59:57")),
+        false,
+    );
+    // Every snapshot seen, as (generated_at, bob's state, bob's days to expiry).
+    let mut seen: Vec<(u64, PeerState, Option<i64>)> = Vec::new();
+    let mut last_polls = 0;
+    let mut polls_at_expiry = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = std::fs::read_to_string(&snapshot)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Snapshot>(&t).ok())
+        {
+            if s.daemon.polls != last_polls {
+                last_polls = s.daemon.polls;
+                let b = peer_in(&s, "bob");
+                seen.push((s.generated_at, b.state, b.expires_in_days));
+            }
+        }
+        if polls_at_expiry.is_none() && !daemon.lines_with(&["event=peer_expired"]).is_empty() {
+            polls_at_expiry = Some(last_polls);
+        }
+        // Four more polls after the event: time enough for a second event, should one come.
+        if polls_at_expiry.is_some_and(|p| last_polls >= p + 4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no peer_expired within 60 s; snapshots {seen:?}; the daemon's log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = pings.stop();
+
+    // Before midnight bob was on; every snapshot from midnight on has him off: the poll that
+    // first saw his day took him off the device before it wrote its snapshot.
+    let before: Vec<_> = seen.iter().filter(|s| s.0 < midnight).collect();
+    let after: Vec<_> = seen.iter().filter(|s| s.0 >= midnight).collect();
+    assert!(
+        before
+            .iter()
+            .any(|s| s.1 == PeerState::Applied && s.2 == Some(1)),
+        "{seen:?}"
+    );
+    assert!(
+        !after.is_empty()
+            && after
+                .iter()
+                .all(|s| s.1 == PeerState::Expired && s.2 == Some(0)),
+        "{seen:?}"
+    );
+    let events = daemon.lines_with(&["event=peer_expired"]);
+    assert_eq!(events.len(), 1, "once:\n{}", daemon.log());
+    let e = &events[0];
+    for part in [
+        "peer=bob",
+        &format!("address={bob_address}"),
+        &format!("expires={day}"),
+        "removed_from_device=true",
+        "firewall_reloaded=true",
+    ] {
+        assert!(e.contains(part), "{part} in {e}");
+    }
+    // Off the device and out of the firewall; alice is in both.
+    assert!(!device_peers().contains(&bob_key));
+    let rules = table();
+    assert!(
+        !rules.contains(&bob_address) && rules.contains(&alice_address),
+        "{rules}"
+    );
+    assert!(!lab.ping_once(&bob, mgmt, Duration::from_secs(1)));
+    assert!(!lab.ping_once(&bob, VPN_SERVER, Duration::from_secs(1)));
+    // alice did not lose one ping to the device change or the firewall reload.
+    assert!(stats.received > 0 && stats.lost.is_empty(), "{stats:?}");
+    // The daemon never touches wg0.conf (it holds the server's private key).
+    assert_eq!(std::fs::read(&conf_path).unwrap(), conf_before);
+    let ts = e
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("ts="))
+        .unwrap()
+        .to_owned();
+    println!(
+        "bob expired at {day} 00:00:00 UTC (daemon clock); peer_expired logged at {ts}; {} \
+         snapshots before and {} after midnight; alice: {} pings, {} lost",
+        before.len(),
+        after.len(),
+        stats.transmitted,
+        stats.lost.len()
+    );
+    let metrics = scrape(&lab);
+    assert_eq!(
+        metric(
+            &metrics,
+            "wgadm_peer_expiry_timestamp_seconds",
+            &["peer=\"bob\""]
+        ),
+        Some(midnight as f64)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "wgadm_peer_expiry_timestamp_seconds",
+            &["peer=\"alice\""]
+        ),
+        None
+    );
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
+
+    // A restart of the interface from wg0.conf (rendered before bob's day, as after a reboot)
+    // brings bob back; the daemon's first poll takes him off again.
+    lab.wg_quick_down(&lab.server, &conf_path);
+    lab.wg_quick_up(&lab.server, &conf_path);
+    assert!(device_peers().contains(&bob_key));
+    let daemon = server.daemon_env(
+        &snapshot,
+        &["--interval", "0.5", "--no-handshake-log"],
+        &faketime(&format!("{day} 00:00:30")),
+        false,
+    );
+    let line = daemon.wait_line(
+        &["event=peer_expired", "peer=bob", "removed_from_device=true"],
+        Duration::from_secs(20),
+    );
+    assert!(!device_peers().contains(&bob_key), "{line}");
+    assert!(!lab.ping_once(&bob, mgmt, Duration::from_secs(1)));
+    lab.wait_for_ping(&alice, mgmt, Duration::from_secs(30));
+    assert_eq!(std::fs::read(&conf_path).unwrap(), conf_before);
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
+
+    // Midnight comes while a hand edit has broken the state: bob still goes off the device
+    // (from the daemon's last good state); the event follows once the state loads again.
+    lab.wg_quick_down(&lab.server, &conf_path);
+    lab.wg_quick_up(&lab.server, &conf_path);
+    assert!(device_peers().contains(&bob_key));
+    let daemon = server.daemon_env(
+        &snapshot,
+        &["--interval", "0.5", "--no-handshake-log"],
+        &faketime(&format!("{eve} 23:59:40")),
+        false,
+    );
+    daemon.wait_line(&["event=daemon_started"], Duration::from_secs(10));
+    let broken = server.state.join("peers/zz.yml");
+    std::fs::write(&broken, "address: [\n").unwrap();
+    daemon.wait_line(&["event=state_error"], Duration::from_secs(15));
+    assert!(
+        daemon.lines_with(&["event=expiry_error"]).is_empty(),
+        "midnight came before the state broke: start the clock earlier\n{}",
+        daemon.log()
+    );
+    let line = daemon.wait_line(&["event=expiry_error"], Duration::from_secs(40));
+    assert!(line.contains("1 taken off the device"), "{line}");
+    assert!(!device_peers().contains(&bob_key));
+    std::fs::remove_file(&broken).unwrap();
+    let line = daemon.wait_line(
+        &["event=peer_expired", "peer=bob", "removed_from_device=true"],
+        Duration::from_secs(20),
+    );
+    println!("with a broken state at midnight: {line}");
+    assert_eq!(daemon.lines_with(&["event=peer_expired"]).len(), 1);
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
+
+    // Midnight comes while another wgadm holds the state's lock (a long `apply`): the daemon
+    // waits for it rather than change the device under it, and acts in the first poll after.
+    lab.wg_quick_down(&lab.server, &conf_path);
+    lab.wg_quick_up(&lab.server, &conf_path);
+    let daemon = server.daemon_env(
+        &snapshot,
+        &["--interval", "0.5", "--no-handshake-log"],
+        &faketime(&format!("{eve} 23:59:55")),
+        false,
+    );
+    daemon.wait_snapshot("a first snapshot", Duration::from_secs(10), |s| {
+        s.generated_at < midnight
+    });
+    let dir = std::fs::File::open(&server.state).unwrap();
+    dir.lock().unwrap();
+    let held = daemon.wait_snapshot(
+        "a snapshot 2 s past midnight",
+        Duration::from_secs(20),
+        |s| s.generated_at >= midnight + 2,
+    );
+    assert_eq!(peer_in(&held, "bob").state, PeerState::PendingRemoval);
+    assert!(device_peers().contains(&bob_key));
+    assert!(daemon.lines_with(&["event=peer_expired"]).is_empty());
+    drop(dir);
+    daemon.wait_line(
+        &["event=peer_expired", "peer=bob", "removed_from_device=true"],
+        Duration::from_secs(10),
+    );
+    assert!(!device_peers().contains(&bob_key));
+}
+
+/// An LXC rig of tests/lxc (a Debian 13 container with systemd and journald as under
+/// Proxmox), removed on drop.
+struct Rig {
+    name: String,
+    scripts: PathBuf,
+}
+
+impl Rig {
+    fn up() -> Rig {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/lxc");
+        let name = format!("dj{}", std::process::id());
+        let rig = Rig { name, scripts };
+        let out = Command::new("bash")
+            .arg(rig.scripts.join("up.sh"))
+            .arg(&rig.name)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tests/lxc/up.sh failed (tests/lxc/setup.sh prepares the rootfs):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rig
+    }
+
+    /// Runs `args` in the container as root, with `stdin`; returns stdout, panicking on failure.
+    fn exec(&self, args: &[&str], stdin: Option<&Path>) -> String {
+        let mut c = Command::new("bash");
+        c.arg(self.scripts.join("exec.sh"))
+            .arg(&self.name)
+            .args(args);
+        c.stdin(match stdin {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        });
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} in the container: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(self.scripts.join("down.sh"))
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs root and the LXC rig (tests/lxc/setup.sh): run via the README's test command"]
+fn journald_stores_each_line_at_its_priority() {
+    let rig = Rig::up();
+    rig.exec(
+        &[
+            "sh",
+            "-c",
+            "cat > /usr/local/bin/wgadm && chmod 755 /usr/local/bin/wgadm",
+        ],
+        Some(Path::new(env!("CARGO_BIN_EXE_wgadm"))),
+    );
+    rig.exec(
+        &[
+            "wgadm",
+            "--state",
+            "/root/s",
+            "init",
+            "--endpoint",
+            "vpn.example.com",
+        ],
+        None,
+    );
+    // A transient service: stderr is the journal, JOURNAL_STREAM says so, as in wgadm.service.
+    rig.exec(
+        &[
+            "systemd-run",
+            "--unit=wgadm-journal",
+            "/usr/local/bin/wgadm",
+            "--state",
+            "/root/s",
+            "daemon",
+            "--no-handshake-log",
+            "--metrics-listen",
+            "off",
+            "--snapshot",
+            "off",
+            "--interval",
+            "0.2",
+        ],
+        None,
+    );
+    let journal = |extra: &[&str]| {
+        let mut args = vec![
+            "journalctl",
+            "-u",
+            "wgadm-journal",
+            "-o",
+            "json",
+            "--no-pager",
+        ];
+        args.extend_from_slice(extra);
+        rig.exec(&args, None)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["MESSAGE"].as_str().is_some_and(|m| m.contains("event=")))
+            .map(|v| {
+                (
+                    v["PRIORITY"].as_str().unwrap_or("").to_owned(),
+                    v["MESSAGE"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    lab::poll(
+        "daemon_started in the journal",
+        Duration::from_secs(30),
+        || {
+            journal(&[])
+                .iter()
+                .any(|(_, m)| m.contains("event=daemon_started"))
+                .then_some(())
+        },
+    );
+    // A broken state: an error line.
+    rig.exec(
+        &["sh", "-c", "printf 'address: [\\n' > /root/s/peers/zz.yml"],
+        None,
+    );
+    lab::poll(
+        "state_error in the journal",
+        Duration::from_secs(30),
+        || {
+            journal(&[])
+                .iter()
+                .any(|(_, m)| m.contains("event=state_error"))
+                .then_some(())
+        },
+    );
+    let all = journal(&[]);
+    for (priority, message) in &all {
+        // journald took the prefix off and kept it as the priority.
+        assert!(message.starts_with("ts="), "{message}");
+        let want = if message.contains("level=error") {
+            "3"
+        } else if message.contains("level=warn") {
+            "4"
+        } else {
+            "6"
+        };
+        assert_eq!(priority, want, "{message}");
+    }
+    let warnings = journal(&["-p", "warning"]);
+    assert!(warnings
+        .iter()
+        .any(|(_, m)| m.contains("event=state_error")));
+    assert!(
+        warnings.iter().all(|(_, m)| !m.contains("level=info")),
+        "{warnings:?}"
+    );
+    println!("journal priorities: {all:?}");
 }

@@ -102,6 +102,7 @@ fn table(st: &Status) -> String {
                 bytes(p.rx_bytes),
                 bytes(p.tx_bytes),
                 p.denied_packets.to_string(),
+                expires(p.expires, p.expires_in_days),
             ]
         })
         .collect();
@@ -115,10 +116,22 @@ fn table(st: &Status) -> String {
             "RX",
             "TX",
             "DENIED",
+            "EXPIRES",
         ],
         &rows,
     ));
     text
+}
+
+/// The EXPIRES column: `-` without an expiry, else the day and how far off it is. The peer
+/// is off from that day on, so 0 days and less read as expired.
+fn expires(day: Option<wgadm_core::Date>, days: Option<i64>) -> String {
+    match (day, days) {
+        (Some(d), Some(n)) if n > 1 => format!("{d} (in {n} days)"),
+        (Some(d), Some(1)) => format!("{d} (at midnight UTC)"),
+        (Some(d), Some(_)) => format!("{d} (expired)"),
+        _ => "-".into(),
+    }
 }
 
 fn ago(secs: u64) -> String {
@@ -153,5 +166,10 @@ mod tests {
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::ago(59), "59s ago");
         assert_eq!(super::ago(3600), "60m ago");
+        let d = wgadm_core::Date::parse("2026-12-15").ok();
+        assert_eq!(super::expires(d, Some(14)), "2026-12-15 (in 14 days)");
+        assert_eq!(super::expires(d, Some(1)), "2026-12-15 (at midnight UTC)");
+        assert_eq!(super::expires(d, Some(0)), "2026-12-15 (expired)");
+        assert_eq!(super::expires(None, None), "-");
     }
 }

@@ -5,6 +5,12 @@
 //! ts=2026-11-24T10:00:00Z level=info event=peer_connected interface=wg0 peer=alice address=192.168.100.2 endpoint=198.51.100.10:40000
 //! {"ts":"2026-11-24T10:00:00Z","level":"info","event":"peer_connected","interface":"wg0","peer":"alice",...}
 //! ```
+//!
+//! Under systemd, when stderr is the journal (`JOURNAL_STREAM` names it), each line starts with
+//! its syslog priority in sd-daemon's form (`<3>` error, `<4>` warning, `<6>` info), which
+//! journald strips and stores as the entry's priority (`SyslogLevelPrefix=yes`, the default):
+//! `journalctl -p warning -u wgadm` then shows the refused handshakes and errors alone. A
+//! terminal or a file gets the lines without the prefix.
 
 use std::io::Write;
 
@@ -25,6 +31,8 @@ pub enum LogFormat {
 pub struct Logger {
     format: LogFormat,
     interface: String,
+    /// Lines start with their sd-daemon priority: stderr is the journal.
+    journal: bool,
 }
 
 impl Logger {
@@ -33,6 +41,7 @@ impl Logger {
         Logger {
             format,
             interface: interface.to_owned(),
+            journal: stderr_is_journal(),
         }
     }
 
@@ -48,7 +57,7 @@ impl Logger {
 
     /// Logs a line. A failed write to stderr is ignored: there is nowhere else to say it.
     pub fn line(&self, level: Level, event: &str, fields: &[(&str, Value)]) {
-        let text = format_line(
+        let mut text = format_line(
             self.format,
             super::unix_now(),
             level,
@@ -56,9 +65,47 @@ impl Logger {
             &self.interface,
             fields,
         );
+        if self.journal {
+            text.insert_str(0, priority_prefix(level));
+        }
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes());
     }
+}
+
+/// The sd-daemon prefix of a line at `level` (syslog priorities: err, warning, info).
+pub fn priority_prefix(level: Level) -> &'static str {
+    match level {
+        Level::Error => "<3>",
+        Level::Warn => "<4>",
+        Level::Info => "<6>",
+    }
+}
+
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM=DEV:INODE` to the stream it
+/// connects stdout/stderr to. Compared with stderr itself (as sd_journal_stream_fd's users
+/// do), because the variable is inherited by children whose stderr is something else.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(stderr).metadata() else {
+        return false;
+    };
+    journal_stream_is(&value.to_string_lossy(), meta.dev(), meta.ino())
+}
+
+/// Whether a `JOURNAL_STREAM` value (`DEV:INODE`, decimal) names the file `dev`, `ino`.
+pub fn journal_stream_is(value: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = value.split_once(':') else {
+        return false;
+    };
+    d.parse() == Ok(dev) && i.parse() == Ok(ino)
 }
 
 /// RFC 3339 UTC, seconds.
@@ -198,6 +245,18 @@ mod tests {
              endpoint=198.51.100.10:40000 count=3 error=\"it said \\\"no\\\" = bad\\nreally\" \
              added=a,b empty=\"\"\n"
         );
+    }
+
+    #[test]
+    fn journal_priorities() {
+        assert_eq!(priority_prefix(Level::Error), "<3>");
+        assert_eq!(priority_prefix(Level::Warn), "<4>");
+        assert_eq!(priority_prefix(Level::Info), "<6>");
+        assert!(journal_stream_is("8:12345", 8, 12345));
+        assert!(!journal_stream_is("8:12345", 8, 12346));
+        assert!(!journal_stream_is("8:12345", 9, 12345));
+        assert!(!journal_stream_is("", 0, 0));
+        assert!(!journal_stream_is("x:1", 0, 1));
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The Prometheus endpoint: a minimal HTTP/1.1 server on a std `TcpListener` in a thread of its
 //! own, serving `GET /metrics` from the latest snapshot ([`wgadm_core::metrics`]).
 //!
-//! One connection at a time, each with short read and write timeouts and a bounded request, so
-//! a slow or hostile client holds a scrape up for a few seconds at most and cannot make the
-//! daemon allocate. The default address is loopback: expose it further only on purpose.
+//! Each connection gets a thread of its own (at most [`MAX_CONNECTIONS`] at once) and one
+//! overall deadline ([`DEADLINE`]) for reading the bounded request and writing the answer, so a
+//! slow, silent or hostile client holds up nobody but itself, for a few seconds at most, and
+//! cannot make the daemon allocate. Past the cap, a new connection is told 503 at once and
+//! closed. The default address is loopback: expose it further only on purpose.
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wgadm_core::snapshot::Snapshot;
 
@@ -20,8 +22,12 @@ pub type Latest = Arc<Mutex<Option<Arc<Snapshot>>>>;
 
 /// Longest request head read.
 const MAX_REQUEST: usize = 8 << 10;
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// One connection's whole life: reading the request and writing the answer. A scrape of
+/// 5,000 peers (a few megabytes) takes well under a second on loopback.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once; more are answered 503 at once. Prometheus scrapes one at a
+/// time, so this only bounds what a flood of clients can cost.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Binds `addr` and serves until `stop` is set. Binding happens here, so a port in use is an
 /// error at start, not a silent thread failure.
@@ -39,6 +45,7 @@ pub fn spawn(
 }
 
 fn serve(listener: TcpListener, latest: Latest, stop: Arc<AtomicBool>) {
+    let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         // poll(2) with a timeout, so the thread notices `stop` without a connection.
         let mut fds = libc::pollfd {
@@ -51,14 +58,97 @@ fn serve(listener: TcpListener, latest: Latest, stop: Arc<AtomicBool>) {
         if ready <= 0 {
             continue;
         }
-        if let Ok((stream, _)) = listener.accept() {
-            let snapshot = latest
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
-            // A client that goes away mid-answer is its own problem.
-            let _ = answer(stream, snapshot.as_deref());
+        let Ok((stream, _)) = listener.accept() else {
+            continue;
+        };
+        if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            busy(stream);
+            continue;
         }
+        active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(active.clone());
+        let latest = latest.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wgadm-metrics-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                // A client that goes away or runs out of time is its own problem.
+                let _ = answer(stream, &latest, Instant::now() + DEADLINE);
+            });
+        // Without a thread the connection is dropped (closed) and its slot given back.
+        drop(spawned);
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] slots, given back when the connection's thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Too many connections: 503 without waiting for the request. The answer fits in the
+/// socket's empty send buffer, so nothing here blocks. What the client already sent is read
+/// away without waiting, so that closing sends a FIN the client can read the answer before,
+/// rather than a reset.
+fn busy(mut stream: TcpStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let _ = simple(
+        &mut stream,
+        "503 Service Unavailable",
+        "too many connections: try again in a moment\n",
+    );
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 1024];
+    for _ in 0..MAX_REQUEST / buf.len() {
+        if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
+/// A stream that fails with `TimedOut` once `deadline` has passed: each read and write may
+/// block only for the time left, so the deadline holds for the connection as a whole, however
+/// the client trickles its bytes.
+struct Deadlined {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Deadlined {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the connection's deadline passed",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -88,10 +178,11 @@ fn route(head: &str) -> Route {
     }
 }
 
-/// Reads the request head (up to the blank line, bounded) and writes the answer.
-fn answer(mut stream: TcpStream, snapshot: Option<&Snapshot>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+/// Reads the request head (up to the blank line, bounded) and writes the answer from the
+/// latest snapshot, all before `deadline`. The snapshot is taken once the request is in, so a
+/// client that dawdles holds no old snapshot in memory and gets the newest.
+fn answer(stream: TcpStream, latest: &Latest, deadline: Instant) -> std::io::Result<()> {
+    let mut stream = Deadlined { stream, deadline };
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
@@ -105,7 +196,11 @@ fn answer(mut stream: TcpStream, snapshot: Option<&Snapshot>) -> std::io::Result
         }
     }
     let head = String::from_utf8_lossy(&head);
-    match (route(&head), snapshot) {
+    let snapshot = latest
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    match (route(&head), snapshot.as_deref()) {
         (Route::Metrics, Some(s)) => {
             let mut out = BufWriter::with_capacity(64 << 10, &mut stream);
             write!(
@@ -141,7 +236,7 @@ fn answer(mut stream: TcpStream, snapshot: Option<&Snapshot>) -> std::io::Result
     }
 }
 
-fn simple(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+fn simple<W: Write>(stream: &mut W, status: &str, body: &str) -> std::io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
@@ -258,6 +353,92 @@ mod tests {
         assert!(text.contains("\r\n\r\n# HELP wgadm_interface_up"), "{text}");
         assert!(text.contains("wgadm_refused_handshakes_total{interface=\"wg0\"} 4\n"));
         assert!(get("/nope").starts_with("HTTP/1.1 404"));
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap();
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// Whether the server still holds `s` open: a read would block rather than see the end.
+    fn held_open(s: &TcpStream) -> bool {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let open =
+            matches!((&*s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).unwrap();
+        open
+    }
+
+    #[test]
+    fn a_silent_client_blocks_nobody_and_is_cut_off_at_the_deadline() {
+        let latest: Latest = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, handle) = spawn("127.0.0.1:0".parse().unwrap(), latest, stop.clone()).unwrap();
+        // One client that sends nothing, one that sends half a request, one that never reads.
+        let silent = TcpStream::connect(addr).unwrap();
+        let mut half = TcpStream::connect(addr).unwrap();
+        half.write_all(b"GET /metr").unwrap();
+        let mut deaf = TcpStream::connect(addr).unwrap();
+        deaf.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        // Another client is answered while all three are still held open: nobody waited for
+        // them (one connection at a time would have served it only after their timeouts).
+        let started = Instant::now();
+        assert!(get(addr, "/metrics").starts_with("HTTP/1.1 503"));
+        assert!(get(addr, "/").starts_with("HTTP/1.1 200"));
+        let answered = started.elapsed();
+        assert!(
+            held_open(&silent) && held_open(&half),
+            "answered after {answered:?}"
+        );
+        // The deadline closes the silent ones, whatever they do.
+        let mut b = [0u8; 64];
+        silent.set_read_timeout(Some(DEADLINE * 3)).unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            (&silent).read(&mut b).unwrap_or(0),
+            0,
+            "closed at the deadline"
+        );
+        assert!(t.elapsed() < DEADLINE * 3);
+        half.set_read_timeout(Some(DEADLINE * 3)).unwrap();
+        assert_eq!(half.read(&mut b).unwrap_or(0), 0);
+        println!("answered in {answered:?} while 3 slow clients were connected");
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn past_the_cap_a_client_is_told_503_at_once() {
+        let latest: Latest = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, handle) = spawn("127.0.0.1:0".parse().unwrap(), latest, stop.clone()).unwrap();
+        let silent: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        // The server takes them in order; once all are taken the next is refused.
+        let try_get = || -> std::io::Result<String> {
+            let mut s = TcpStream::connect(addr)?;
+            write!(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        };
+        let mut text = String::new();
+        for _ in 0..50 {
+            text = try_get().unwrap_or_else(|e| e.to_string());
+            if text.contains("too many connections") {
+                break;
+            }
+        }
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(silent.iter().all(held_open));
+        drop(silent);
         stop.store(true, Ordering::Relaxed);
         handle.join().unwrap();
     }

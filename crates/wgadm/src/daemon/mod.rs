@@ -6,7 +6,8 @@
 //! gone or back), writes the status snapshot atomically ([`snapshot`]) and hands it to the
 //! Prometheus endpoint ([`metrics`]). A reader thread ([`nflog`]) feeds the firewall's copies
 //! of handshake messages to the refused-handshake tracker ([`wgadm_core::refused`]), whose
-//! rate-limited lines are logged within a second.
+//! rate-limited lines are logged within a second. A peer whose expiry day has come is taken
+//! off the device and out of the firewall in the first poll of that day ([`expiry`]).
 //!
 //! It keeps running through everything that can pass: the interface vanishing, `wg` failing, a
 //! state that does not load (the previous one stays in use), an unwritable snapshot. Each is
@@ -16,6 +17,7 @@
 //! shows up by name at once. It never reads a key file, and no line, snapshot or metric holds
 //! a private or preshared key.
 
+pub mod expiry;
 pub mod guard;
 pub mod log;
 pub mod metrics;
@@ -203,11 +205,34 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
             .map_err(|e| Error::Invalid(format!("cannot handle signal {sig}: {e}")))?;
     }
 
-    // The state must load at start: a daemon without one has nothing to name.
+    // The state must load at start: a daemon without one has nothing to name. While another
+    // wgadm holds the lock it waits, and a SIGTERM meanwhile is a clean stop (exit 0).
+    let mut waiting = false;
     let mut state = loop {
         match load_state(ctx)? {
             Some(s) => break s,
-            None => std::thread::sleep(Duration::from_millis(100)),
+            None if term.load(Ordering::Relaxed) => {
+                Logger::new(args.log_format, "").line(
+                    Level::Info,
+                    "daemon_stopping",
+                    &[
+                        ("polls", 0u64.into()),
+                        ("waited_for", "the state lock".into()),
+                    ],
+                );
+                return Ok(());
+            }
+            None => {
+                if !waiting {
+                    waiting = true;
+                    Logger::new(args.log_format, "").line(
+                        Level::Info,
+                        "waiting_for_state_lock",
+                        &[("state", ctx.store.dir().display().to_string().into())],
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     };
     let mut stamp = state_stamp(ctx);
@@ -294,6 +319,7 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
     let mut drops_at: Option<Instant> = None;
     let (mut poll_quiet, mut state_quiet, mut snapshot_quiet) =
         (Quiet::default(), Quiet::default(), Quiet::default());
+    let mut expiry = expiry::Enforcer::default();
     let mut next_poll = Instant::now();
     let mut next_tick = Instant::now() + TICK;
 
@@ -374,6 +400,13 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
                 continue;
             }
         };
+        let now = unix_now();
+        let today = Date::from_unix_seconds(i64::try_from(now).unwrap_or(i64::MAX));
+        // Expiry on time: a peer whose day has come goes off; then the device is read again.
+        let observed = match expiry.poll(ctx, &state, observed.as_ref(), today, &logger) {
+            true => observe(ctx, &state).unwrap_or(observed),
+            false => observed,
+        };
         if drops_at.is_none_or(|t| t.elapsed() >= DROPS_REFRESH) {
             // Without nft or its table there are no drop counters, which is no failure.
             if let Ok(d) = ctx.firewall.drop_counters() {
@@ -381,8 +414,6 @@ pub fn run(ctx: &Ctx, args: DaemonArgs) -> Result<()> {
             }
             drops_at = Some(Instant::now());
         }
-        let now = unix_now();
-        let today = Date::from_unix_seconds(i64::try_from(now).unwrap_or(i64::MAX));
         let st = status_within(
             &state,
             observed.as_ref(),
