@@ -4,7 +4,7 @@
 //!
 //! Why not the whole `apply`: it reads the server's private key and rewrites the wg-quick
 //! config, and the daemon runs read-only (wgadm.service: `ProtectSystem=strict`) and never
-//! opens a key file. Taking a peer off the device (`wg set IF peer KEY remove`) and loading
+//! opens a key file. Taking a peer off the device (a removal through the device layer) and loading
 //! the ruleset (`nft -f -`) need neither: CAP_NET_ADMIN is enough. The wg-quick config keeps
 //! the peer until the next `apply` (which leaves it out from its expiry day on); should the
 //! interface come up from that config meanwhile (a reboot, `systemctl restart wg-quick@wg0`),
