@@ -405,7 +405,17 @@ impl Guard {
                 return Err(e.to_string());
             }
         };
-        let found = listing.as_deref().and_then(digest).map(str::to_owned);
+        // The digest lives in one small set (the rules listing omits elements).
+        let found = match listing {
+            Some(_) => match self.nft.loaded_digest() {
+                Ok(d) => d,
+                Err(e) => {
+                    self.shut(&iface, logger, "firewall_missing", "nft cannot list it");
+                    return Err(e.to_string());
+                }
+            },
+            None => None,
+        };
         // Same digest, other rules: edited by hand under wgadm's comment. (A wgadm command
         // that loads a table changes the digest with the state.)
         let edited = matches!(
@@ -459,7 +469,8 @@ impl Guard {
             .load(&ruleset(&fresh, today, &options))
             .map_err(|e| e.to_string())?;
         let listing = self.nft.rules_listing().map_err(|e| e.to_string())?;
-        let now = listing.as_deref().and_then(digest);
+        let now = self.nft.loaded_digest().map_err(|e| e.to_string())?;
+        let now = now.as_deref();
         if now.is_none() || now != wanted.as_deref() {
             return Err(format!(
                 "table inet wgadm is not in force after loading it ({})",
