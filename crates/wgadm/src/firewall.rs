@@ -432,6 +432,13 @@ impl Nft {
         Ok(Put::Table)
     }
 
+    /// Whether [`Nft::put`] would change the elements in place: the table in force (`loaded`)
+    /// has the shape of `wanted` and its elements are known. (nft may still refuse the change,
+    /// and then the table is replaced.)
+    pub fn can_update_in_place(&self, loaded: Option<&str>, wanted: &str) -> bool {
+        loaded.is_some_and(|l| shape(l) == shape(wanted) && self.recall(l).is_some())
+    }
+
     fn elements_file(&self, digest: &str) -> Option<PathBuf> {
         let (_, elements) = digest.split_once('-')?;
         elements

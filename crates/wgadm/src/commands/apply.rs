@@ -144,9 +144,14 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
     let mut steps = Vec::new();
     if firewall_changed {
         let peers = state.active_peers(ctx.today).count();
-        steps.push(format!(
-            "load nftables table inet wgadm ({peers} active peers)"
-        ));
+        let wanted = digest(&rules).unwrap_or_default();
+        steps.push(match nft.can_update_in_place(loaded.as_deref(), wanted) {
+            true => format!(
+                "update nftables table inet wgadm in place: the peers' elements ({peers} \
+                 active peers)"
+            ),
+            false => format!("load nftables table inet wgadm ({peers} active peers)"),
+        });
     }
     if config_written {
         steps.push(format!("write {} (mode 0600)", path.display()));
@@ -210,17 +215,26 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
             .inspect_err(|_| {
                 firewall::close_gate_if_absent(nft, iface.as_str());
             })?;
-        if let firewall::Put::Elements { added, removed } = put {
-            if let Some(step) = outcome
+        // Say what was done: the plan's guess may have met a table changed by hand.
+        let done = match put {
+            firewall::Put::Elements { added, removed } => Some(format!(
+                "update nftables table inet wgadm in place ({added} elements added, {removed} \
+                 deleted)"
+            )),
+            firewall::Put::Table => Some(format!(
+                "load nftables table inet wgadm ({} active peers)",
+                state.active_peers(ctx.today).count()
+            )),
+            firewall::Put::Unchanged => None,
+        };
+        if let (Some(done), Some(step)) = (
+            done,
+            outcome
                 .steps
                 .iter_mut()
-                .find(|s| s.starts_with("load nftables table inet wgadm"))
-            {
-                *step = format!(
-                    "update nftables table inet wgadm in place ({added} elements added, \
-                     {removed} deleted)"
-                );
-            }
+                .find(|s| s.contains("nftables table inet wgadm")),
+        ) {
+            *step = done;
         }
         firewall::open_gate(nft, digest(&rules), iface.as_str())?
     } else {

@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wgadm_core::events::Level;
-use wgadm_core::firewall::{digest, ruleset, Options, TABLE_NAME};
+use wgadm_core::firewall::{digest, ruleset, shape, Options, TABLE_NAME};
 use wgadm_core::snapshot::FirewallInfo;
 use wgadm_core::{Date, State};
 
@@ -422,7 +422,15 @@ impl Guard {
             (&self.known, &found, &listing),
             (Some((d, l)), Some(f), Some(now)) if d == f && l != now
         );
-        if found.is_some() && found == wanted_of(state) && !edited {
+        // A table of the wanted shape whose peers' elements lag the state (a peer changed but
+        // not applied yet, or expiring at this midnight, which the expiry enforcer changes in
+        // place in this same poll) is wgadm's and filtering: in force. Putting the state's
+        // peers in is `apply`'s and the expiry's job, not a restore.
+        let current = |wanted: &Option<String>| match (&found, wanted) {
+            (Some(f), Some(w)) => shape(f) == shape(w),
+            _ => false,
+        };
+        if current(&wanted_of(state)) && !edited {
             self.remember(&found, &listing);
             return self.in_force(&iface, logger);
         }
@@ -449,7 +457,7 @@ impl Guard {
         let fresh = ctx.store.load().map_err(|e| e.to_string())?;
         let wanted = wanted_of(&fresh);
         // A newer table from a wgadm command (its digest moved with the state).
-        if found.is_some() && found == wanted && !edited {
+        if current(&wanted) && !edited {
             self.remember(&found, &listing);
             return self.in_force(&iface, logger);
         }
@@ -465,8 +473,10 @@ impl Guard {
             carried_drops: self.nft.drop_counters().unwrap_or_default(),
             ..firewall_options()
         };
+        // Replaced whole (`None`: whatever is there is not trusted), its elements kept so the
+        // next peer change is made in place.
         self.nft
-            .load(&ruleset(&fresh, today, &options))
+            .put(&fresh, today, &options, None)
             .map_err(|e| e.to_string())?;
         let listing = self.nft.rules_listing().map_err(|e| e.to_string())?;
         let now = self.nft.loaded_digest().map_err(|e| e.to_string())?;
