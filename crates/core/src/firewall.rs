@@ -276,7 +276,7 @@ pub fn element_update(diff: &ElementDiff, digest: &str) -> String {
             }
         }
         for (set, elements) in by_set {
-            let _ = write!(out, "{verb} element {TABLE_FAMILY} {TABLE_NAME} {set} {{\n");
+            let _ = writeln!(out, "{verb} element {TABLE_FAMILY} {TABLE_NAME} {set} {{");
             for e in elements {
                 let _ = writeln!(out, "\t{e},");
             }

@@ -94,7 +94,7 @@ pub enum DeviceError {
     Device {
         /// What the device layer said (it names the interface, and the peer when one).
         #[source]
-        source: wgadm_device::Error,
+        source: Box<wgadm_device::Error>,
         /// What to do about it (empty, or starting with "; ").
         hint: String,
     },
@@ -153,7 +153,7 @@ impl DeviceError {
             _ => "",
         };
         DeviceError::Device {
-            source,
+            source: Box::new(source),
             hint: hint.into(),
         }
     }
