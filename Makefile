@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox
+.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox test-failclosed
 
 setup:
 	bash scripts/setup.sh
@@ -21,11 +21,18 @@ test: setup
 	$(MAKE) --no-print-directory test-zabbix
 	$(MAKE) --no-print-directory test-ansible
 	$(MAKE) --no-print-directory test-netbox
+	$(MAKE) --no-print-directory test-failclosed
 
 # The Ansible collection against an unprivileged Debian 13 LXC container standing in for CT 90
 # (tests/lxc; the first run debootstraps and caches the rootfs).
 test-ansible: setup
 	bash tests/ansible/test.sh
+
+# The firewall fails closed across reboots of the LXC container (issue 10): a refused ruleset
+# at boot, a normal boot, `systemctl restart nftables`; uses the debug build `cargo test` made.
+test-failclosed: setup
+	$(CARGO) build --locked -p wgadm
+	bash tests/lxc/failclosed.sh
 
 # The Zabbix template and agent config against a real Zabbix 6.0 server, frontend API and
 # zabbix_agent2 (Debian's packages; the first run installs them and prepares a database).

@@ -315,13 +315,20 @@ impl Backend {
                 .success();
                 // `up` runs only when the link is missing, so an active unit is stale.
                 let verb = if active { "restart" } else { "start" };
-                let args = [OsString::from(verb), unit.clone().into()];
+                // Without its dependencies: wg-quick@ wants wgadm-firewall.service, whose
+                // `wgadm firewall apply` would wait for the state lock apply holds, and apply
+                // has just put the firewall in force itself.
+                let args = [
+                    OsString::from(verb),
+                    "--job-mode=ignore-dependencies".into(),
+                    unit.clone().into(),
+                ];
                 let out = run(Command::new(&systemctl), &systemctl, &args)?;
                 if !out.status.success() {
                     let stderr = String::from_utf8_lossy(&out.stderr);
                     return Err(failed(iface, &systemctl, &args, out.status, &stderr, &[]));
                 }
-                format!("`systemctl {verb} {unit}`")
+                format!("`systemctl {verb} --job-mode=ignore-dependencies {unit}`")
             }
             None => {
                 self.wg_quick("up", iface)?;
@@ -891,7 +898,10 @@ mod tests {
         fs::write(tmp.path().join("active"), "").unwrap();
         b.up(&iface()).unwrap();
         let calls = fs::read_to_string(tmp.path().join("calls")).unwrap();
-        assert!(calls.contains("restart wg-quick@wg0.service"), "{calls}");
+        assert!(
+            calls.contains("restart --job-mode=ignore-dependencies wg-quick@wg0.service"),
+            "{calls}"
+        );
         assert!(!calls.contains("\nstart "), "{calls}");
         assert_eq!(b.show(&iface()).unwrap().unwrap().listen_port, 51820);
         assert!(matches!(
@@ -905,7 +915,10 @@ mod tests {
         fs::remove_file(tmp.path().join("active")).unwrap();
         b.up(&iface()).unwrap();
         let calls = fs::read_to_string(tmp.path().join("calls")).unwrap();
-        assert!(calls.contains("start wg-quick@wg0.service"), "{calls}");
+        assert!(
+            calls.contains("start --job-mode=ignore-dependencies wg-quick@wg0.service"),
+            "{calls}"
+        );
         unlink();
         fs::write(tmp.path().join("active"), "").unwrap();
         fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
