@@ -497,7 +497,8 @@ in_ns "$ns_cli" wg-quick down "$client_conf" 2>/dev/null
 
 heading "5. wgadm daemon at 5,000 peers: its poll (device read, join, snapshot) and memory"
 # It reads the device through wgadm's device layer (UAPI here: wireguard-go), no process per poll.
-in_ns "$ns_big" "$wgadm" --state "$big" daemon --interval 0.2 --snapshot "$work/snap.json" \
+# Started by `ip netns exec` itself (it execs wgadm), so $! is the daemon's own PID.
+ip netns exec "$ns_big" "$wgadm" --state "$big" daemon --interval 0.2 --snapshot "$work/snap.json" \
   --metrics-listen off >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 background+=("$daemon_pid")

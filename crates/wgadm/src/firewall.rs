@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -466,15 +467,23 @@ impl Nft {
         if path.exists() {
             return;
         }
+        // Root's alone (0700/0600): the lines name every peer's address and access list.
         if std::fs::DirBuilder::new()
             .recursive(true)
+            .mode(0o700)
             .create(&self.elements_dir)
             .is_err()
         {
             return;
         }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, lines_text(lines)).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(lines_text(lines).as_bytes()));
+        if written.is_ok() && std::fs::rename(&tmp, &path).is_ok() {
             // Older files are no longer wanted: drop those unused for ten minutes (another
             // table in another network namespace may still use a recent one).
             if let Ok(entries) = std::fs::read_dir(&self.elements_dir) {

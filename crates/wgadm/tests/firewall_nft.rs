@@ -595,7 +595,7 @@ fn ip_forward_inside_a_namespace() {
 fn bench_firewall_ruleset_load() {
     let ns = Netns::new("bench");
     let nft = ns.nft();
-    println!("peers  render     first load  reload      unchanged  counters");
+    println!("peers  render     first load  reload      unchanged  counters  +1 peer in place (digest read included)");
     for n in [20, 250, 5000] {
         let state = state_with(n);
         let t = Instant::now();
@@ -616,13 +616,31 @@ fn bench_firewall_ruleset_load() {
         let t = Instant::now();
         assert_eq!(nft.drop_counters().unwrap().len(), active(&state));
         let counters = t.elapsed();
+        // One peer added, in place (after a first put that keeps the elements).
+        let cache = tempfile::tempdir().unwrap();
+        let kept = ns.nft().with_elements_dir(cache.path());
+        let base = Options::default();
+        kept.put(&changed, today(), &base, None).unwrap();
+        let mut more = changed.clone();
+        more.peers.insert(
+            "added".parse().unwrap(),
+            peer(Ipv4Addr::new(10, 100, 250, 250), 99_999, None),
+        );
+        let t = Instant::now();
+        let digest_now = kept.loaded_digest().unwrap();
+        let put = kept
+            .put(&more, today(), &base, digest_now.as_deref())
+            .unwrap();
+        let in_place = t.elapsed();
+        assert!(matches!(put, Put::Elements { .. }), "{put:?}");
         println!(
-            "{n:>5}  {:>9}  {:>10}  {:>10}  {:>9}  {:>8}   ({} KiB script)",
+            "{n:>5}  {:>9}  {:>10}  {:>10}  {:>9}  {:>8}  {:>8}   ({} KiB script)",
             ms(render),
             ms(load),
             ms(reload),
             ms(unchanged),
             ms(counters),
+            ms(in_place),
             text.len() / 1024
         );
         assert!(nft.remove().unwrap());
