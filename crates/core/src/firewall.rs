@@ -176,16 +176,22 @@ pub const DIGEST_SET: &str = "ruleset_digest";
 /// elements ([`element_lines`]). When only ELEMENTS differs from the table in force, the shell
 /// changes the elements in place ([`element_update`]) instead of replacing the table.
 pub fn ruleset(state: &State, today: Date, options: &Options) -> String {
+    let digest = ruleset_digest(state, today, options);
+    let counters = !options.carried_drops.is_empty();
+    let (mut text, at) = render(state, today, options, counters, true);
+    text.replace_range(at..at + digest.len(), &digest);
+    text
+}
+
+/// The digest [`ruleset`] gives its script, without rendering the peers' elements into it:
+/// what the shell compares with the table in force.
+pub fn ruleset_digest(state: &State, today: Date, options: &Options) -> String {
     // The digest depends on the state alone: rendered without carried counters, with a
     // placeholder where the digest goes.
     let (shape_text, _) = render(state, today, options, false, false);
     let shape = fnv1a64(shape_text.as_bytes());
     let elements = elements_digest(&element_lines(state, today));
-    let digest = format!("{shape:016x}-{elements}");
-    let counters = !options.carried_drops.is_empty();
-    let (mut text, at) = render(state, today, options, counters, true);
-    text.replace_range(at..at + digest.len(), &digest);
-    text
+    format!("{shape:016x}-{elements}")
 }
 
 /// The digest in a script made by [`ruleset`] or [`element_update`], or in nft's listing of
@@ -861,6 +867,7 @@ mod tests {
     fn digest_depends_on_the_state_only() {
         let plain = ruleset(&small(), today(), &Options::default());
         let d = digest(&plain).unwrap().to_owned();
+        assert_eq!(ruleset_digest(&small(), today(), &Options::default()), d);
         assert_eq!(d.len(), 33);
         assert!(!shape(&d).contains('-') && shape(&d).len() == 16, "{d}");
         assert!(!d.contains("0000000000000000"), "{d}");

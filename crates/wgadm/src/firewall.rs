@@ -17,9 +17,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use wgadm_core::firewall::{
-    digest, element_diff, element_lines, element_update, gate_rule, lines_text, ruleset, shape,
-    Counter, Options, DENY_DROPS_SET, DIGEST_SET, GATE_MARK, GATE_RULE_PRIORITY, TABLE_FAMILY,
-    TABLE_NAME,
+    digest, element_diff, element_lines, element_update, gate_rule, lines_text, ruleset,
+    ruleset_digest, shape, Counter, Options, DENY_DROPS_SET, DIGEST_SET, GATE_MARK,
+    GATE_RULE_PRIORITY, TABLE_FAMILY, TABLE_NAME,
 };
 use wgadm_core::{Date, State};
 
@@ -400,8 +400,7 @@ impl Nft {
         options: &Options,
         loaded: Option<&str>,
     ) -> Result<Put, FirewallError> {
-        let rules = ruleset(state, today, options);
-        let wanted = digest(&rules).unwrap_or_default().to_owned();
+        let wanted = ruleset_digest(state, today, options);
         if loaded == Some(wanted.as_str()) {
             return Ok(Put::Unchanged);
         }
