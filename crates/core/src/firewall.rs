@@ -48,8 +48,11 @@
 //!   192.168.0.0/16 contains the VPN subnet but does not open it.
 //! - Each access list is aggregated first (`Ipv4Net::aggregate`): nft refuses overlapping
 //!   intervals in one set, and the aggregate reaches exactly the same addresses.
-//! - The table carries a comment with a digest of the script, so the shell can tell whether
-//!   the ruleset in force is the one wanted without reloading it (a reload resets counters).
+//! - The set `ruleset_digest` holds one element whose comment is the digest of the script,
+//!   `SHAPE-ELEMENTS`, so the shell can tell whether the ruleset in force is the one wanted by
+//!   listing that one set (nft fetches every element of every set for a table or chain
+//!   listing). When only ELEMENTS differs (peers added, removed, changed), the shell changes the
+//!   elements in one transaction ([`element_update`]); any other change replaces the table.
 //!
 //! # Needs
 //!
@@ -74,7 +77,7 @@ pub const TABLE_FAMILY: &str = "inet";
 pub const TABLE_NAME: &str = "wgadm";
 /// The set whose per-element counters count drops toward `deny`, per peer address.
 pub const DENY_DROPS_SET: &str = "deny_drops";
-/// What the table's comment starts with; the digest follows.
+/// What the comment of the marker element in [`DIGEST_SET`] starts with; the digest follows.
 pub const DIGEST_PREFIX: &str = "wgadm ruleset ";
 
 /// Packets and bytes of an nftables counter.
@@ -158,28 +161,135 @@ pub struct Options {
 /// The rate limit of logged drops: enough to see who, not enough to fill a disk.
 pub const DENIED_LOG_RATE: &str = "limit rate 10/minute burst 5 packets";
 
+/// The set holding one element whose comment names the ruleset in force: [`DIGEST_PREFIX`]
+/// then `SHAPE-ELEMENTS`, two digests. Listing this one set is cheap at any number of peers
+/// (nft fetches only its elements), where listing the table or a chain fetches every element
+/// of every set (DESIGN.md: 30 ms per listing at 5,000 peers).
+pub const DIGEST_SET: &str = "ruleset_digest";
+
 /// The complete `nft -f` script that replaces `inet wgadm` with the ruleset for `state` today:
 /// disabled and expired peers have no element left. Loading it is one transaction: nft either
 /// takes all of it or none, so a refused script leaves the previous ruleset in force.
+///
+/// Its digest ([`digest`]) is `SHAPE-ELEMENTS`: SHAPE covers the script without the peers'
+/// elements (rules, chains, set definitions, `deny`, `allowed_sources`), ELEMENTS the peers'
+/// elements ([`element_lines`]). When only ELEMENTS differs from the table in force, the shell
+/// changes the elements in place ([`element_update`]) instead of replacing the table.
 pub fn ruleset(state: &State, today: Date, options: &Options) -> String {
-    // The digest covers the script as `firewall show` prints it, with a placeholder where the
-    // digest goes and without carried counters, so it depends on the state alone.
-    let (mut text, at) = render(state, today, options, false);
-    let digest = format!("{:016x}", fnv1a64(text.as_bytes()));
-    if !options.carried_drops.is_empty() {
-        (text, _) = render(state, today, options, true);
-    }
+    let digest = ruleset_digest(state, today, options);
+    let counters = !options.carried_drops.is_empty();
+    let (mut text, at) = render(state, today, options, counters, true);
     text.replace_range(at..at + digest.len(), &digest);
     text
 }
 
-/// The digest in a script made by [`ruleset`], or in the listing of a loaded table
-/// (`nft list table inet wgadm`): the text after [`DIGEST_PREFIX`] in the table's comment.
+/// The digest [`ruleset`] gives its script, without rendering the peers' elements into it:
+/// what the shell compares with the table in force.
+pub fn ruleset_digest(state: &State, today: Date, options: &Options) -> String {
+    // The digest depends on the state alone: rendered without carried counters, with a
+    // placeholder where the digest goes.
+    let (shape_text, _) = render(state, today, options, false, false);
+    let shape = fnv1a64(shape_text.as_bytes());
+    let elements = elements_digest(&element_lines(state, today));
+    format!("{shape:016x}-{elements}")
+}
+
+/// The digest in a script made by [`ruleset`] or [`element_update`], or in nft's listing of
+/// [`DIGEST_SET`]: the text after [`DIGEST_PREFIX`] in the marker element's comment.
 pub fn digest(text: &str) -> Option<&str> {
     let marker = format!("comment \"{DIGEST_PREFIX}");
     let start = text.find(&marker)? + marker.len();
     let len = text[start..].find('"')?;
     Some(&text[start..start + len])
+}
+
+/// The SHAPE half of a digest: equal shapes mean the two rulesets differ at most in the peers'
+/// elements.
+pub fn shape(digest: &str) -> &str {
+    digest.split_once('-').map_or(digest, |(s, _)| s)
+}
+
+/// The peers' elements of the ruleset, one `SET ELEMENT` line each, in nft's syntax
+/// (`deny_drops 192.168.100.2`, `access 192.168.100.2 . 192.168.0.0/16`, `masquerade_to
+/// 192.168.0.0/16`): what [`element_update`] diffs.
+pub fn element_lines(state: &State, today: Date) -> BTreeSet<String> {
+    let e = elements(state, today);
+    let mut out = BTreeSet::new();
+    out.extend(e.peers.iter().map(|a| format!("{DENY_DROPS_SET} {a}")));
+    out.extend(e.access.iter().map(|(a, n)| format!("access {a} . {n}")));
+    out.extend(
+        e.peer_access
+            .iter()
+            .map(|(a, n)| format!("peer_access {a} . {n}")),
+    );
+    if state.server.nat == Nat::Masquerade {
+        out.extend(e.masquerade_to.iter().map(|n| format!("masquerade_to {n}")));
+    }
+    out
+}
+
+/// The ELEMENTS half of a digest for these element lines (16 hex digits).
+pub fn elements_digest(lines: &BTreeSet<String>) -> String {
+    format!("{:016x}", fnv1a64(lines_text(lines).as_bytes()))
+}
+
+/// The lines as one text, one a line (what the ELEMENTS digest covers, and what the shell keeps
+/// to diff against next time).
+pub fn lines_text(lines: &BTreeSet<String>) -> String {
+    let mut text = String::with_capacity(lines.len() * 40);
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text
+}
+
+/// What [`element_update`] changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElementDiff {
+    /// Elements to delete, as `SET ELEMENT` lines.
+    pub removed: Vec<String>,
+    /// Elements to add, as `SET ELEMENT` lines.
+    pub added: Vec<String>,
+}
+
+/// The elements in `new` and not in `old`, and the other way round.
+pub fn element_diff(old: &BTreeSet<String>, new: &BTreeSet<String>) -> ElementDiff {
+    ElementDiff {
+        removed: old.difference(new).cloned().collect(),
+        added: new.difference(old).cloned().collect(),
+    }
+}
+
+/// The `nft -f` script that turns the elements `old` (of the table in force) into `new` and
+/// names the result `digest`, in one transaction: the marker element is replaced, every
+/// removed element deleted before any is added (an interval that grows is deleted and added
+/// anew, and two intervals never overlap), then the new ones added. Elements in both stay, so
+/// their counters keep counting. Should the table in force not hold an element to delete
+/// (changed by hand), nft refuses the whole script and nothing changes.
+pub fn element_update(diff: &ElementDiff, digest: &str) -> String {
+    let mut out = format!(
+        "# Managed by wgadm: the peers' elements of table {TABLE_FAMILY} {TABLE_NAME}, changed \
+         in one transaction.\n\
+         delete element {TABLE_FAMILY} {TABLE_NAME} {DIGEST_SET} {{ 0 }}\n\
+         add element {TABLE_FAMILY} {TABLE_NAME} {DIGEST_SET} {{ 0 comment \"{DIGEST_PREFIX}{digest}\" }}\n"
+    );
+    for (verb, lines) in [("delete", &diff.removed), ("add", &diff.added)] {
+        let mut by_set: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for l in lines {
+            if let Some((set, element)) = l.split_once(' ') {
+                by_set.entry(set).or_default().push(element);
+            }
+        }
+        for (set, elements) in by_set {
+            let _ = writeln!(out, "{verb} element {TABLE_FAMILY} {TABLE_NAME} {set} {{");
+            for e in elements {
+                let _ = writeln!(out, "\t{e},");
+            }
+            out.push_str("}\n");
+        }
+    }
+    out
 }
 
 /// FNV-1a, 64 bits: a change detector for our own scripts, not a defence against anyone.
@@ -244,10 +354,25 @@ fn set(out: &mut String, name: &str, kind: &str, elements: &[String]) {
     out.push_str("\t}\n");
 }
 
-/// The script, and the byte offset of the digest placeholder in it.
-fn render(state: &State, today: Date, options: &Options, counters: bool) -> (String, usize) {
+/// The script, and the byte offset of the digest placeholder in it. Without `with_elements`
+/// the peers' sets are rendered empty (the SHAPE the digest's first half covers).
+fn render(
+    state: &State,
+    today: Date,
+    options: &Options,
+    counters: bool,
+    with_elements: bool,
+) -> (String, usize) {
     let s = &state.server;
-    let e = elements(state, today);
+    let mut e = elements(state, today);
+    if !with_elements {
+        e = Elements {
+            peers: BTreeSet::new(),
+            access: Vec::new(),
+            peer_access: Vec::new(),
+            masquerade_to: Vec::new(),
+        };
+    }
     let iface = s.interface.as_str();
     let subnet = s.subnet.trunc();
     let port = s.listen_port;
@@ -263,10 +388,12 @@ fn render(state: &State, today: Date, options: &Options, counters: bool) -> (Str
          table {TABLE_FAMILY} {TABLE_NAME}\n\
          delete table {TABLE_FAMILY} {TABLE_NAME}\n\
          table {TABLE_FAMILY} {TABLE_NAME} {{\n\
-         \tcomment \"{DIGEST_PREFIX}"
+         \tcomment \"wgadm: see set {DIGEST_SET} for the ruleset in force\"\n\
+         \n\t# Which ruleset this is (SHAPE-ELEMENTS), readable without listing the other sets.\n\
+         \tset {DIGEST_SET} {{\n\t\ttype mark\n\t\telements = {{ 0 comment \"{DIGEST_PREFIX}"
     );
     let at = out.len();
-    out.push_str("0000000000000000\"\n");
+    out.push_str("0000000000000000-0000000000000000\" }\n\t}\n");
 
     let deny = Ipv4Net::aggregate(&s.deny.iter().map(Ipv4Net::trunc).collect());
     out.push_str("\n\t# Never reachable from the VPN, whatever an access list says.");
@@ -740,8 +867,10 @@ mod tests {
     fn digest_depends_on_the_state_only() {
         let plain = ruleset(&small(), today(), &Options::default());
         let d = digest(&plain).unwrap().to_owned();
-        assert_eq!(d.len(), 16);
-        assert_ne!(d, "0000000000000000");
+        assert_eq!(ruleset_digest(&small(), today(), &Options::default()), d);
+        assert_eq!(d.len(), 33);
+        assert!(!shape(&d).contains('-') && shape(&d).len() == 16, "{d}");
+        assert!(!d.contains("0000000000000000"), "{d}");
         // Carried counters appear in the script but leave the digest alone.
         let carried = Options {
             carried_drops: [
@@ -779,11 +908,127 @@ mod tests {
             digest(&ruleset(&s, today(), &Options::default())),
             Some(d.as_str())
         );
-        // It is read back from nft's listing of the table the same way.
-        let listing =
-            format!("table inet wgadm {{\n\tcomment \"{DIGEST_PREFIX}{d}\"\n\tset deny {{");
+        // The port is shape: the first half changes.
+        let moved = ruleset(&s, today(), &Options::default());
+        assert_ne!(shape(digest(&moved).unwrap()), shape(&d));
+        // It is read back from nft's listing of the marker set the same way.
+        let listing = format!(
+            "table inet wgadm {{\n\tset {DIGEST_SET} {{\n\t\ttype mark\n\t\telements = {{ 0x00000000 comment \"{DIGEST_PREFIX}{d}\" }}\n\t}}\n}}\n"
+        );
         assert_eq!(digest(&listing), Some(d.as_str()));
         assert_eq!(digest("table inet wgadm {\n}"), None);
+    }
+
+    #[test]
+    fn a_peer_change_changes_only_the_elements_half_and_diffs_to_its_elements() {
+        let before = small();
+        let old_d = digest(&ruleset(&before, today(), &Options::default()))
+            .unwrap()
+            .to_owned();
+        let old = element_lines(&before, today());
+        assert!(old.contains("deny_drops 192.168.100.2"), "{old:?}");
+        assert!(
+            old.contains("access 192.168.100.3 . 192.168.1.10/32"),
+            "{old:?}"
+        );
+        assert!(
+            old.contains("peer_access 192.168.100.3 . 192.168.100.5/32"),
+            "{old:?}"
+        );
+        // Disabled and expired peers have no element.
+        assert!(!old
+            .iter()
+            .any(|l| l.contains("192.168.100.4") || l.contains("192.168.100.6")));
+
+        // Add erin, take bob off, re-enable carol: the shape stays.
+        let mut after = small();
+        after
+            .peers
+            .insert("erin".parse().unwrap(), peer("192.168.100.9", 9));
+        after
+            .peers
+            .remove(&"bob".parse::<crate::PeerName>().unwrap());
+        after
+            .peers
+            .get_mut(&"carol".parse::<crate::PeerName>().unwrap())
+            .unwrap()
+            .enabled = true;
+        let new_d = digest(&ruleset(&after, today(), &Options::default()))
+            .unwrap()
+            .to_owned();
+        assert_eq!(shape(&new_d), shape(&old_d));
+        assert_ne!(new_d, old_d);
+        let new = element_lines(&after, today());
+        let diff = element_diff(&old, &new);
+        assert!(
+            diff.added.contains(&"deny_drops 192.168.100.9".to_owned()),
+            "{diff:?}"
+        );
+        assert!(
+            diff.added.contains(&"deny_drops 192.168.100.4".to_owned()),
+            "{diff:?}"
+        );
+        assert!(
+            diff.removed
+                .contains(&"deny_drops 192.168.100.3".to_owned()),
+            "{diff:?}"
+        );
+        assert!(
+            diff.removed
+                .contains(&"peer_access 192.168.100.3 . 192.168.100.5/32".to_owned()),
+            "{diff:?}"
+        );
+        // alice is untouched: her counter keeps counting.
+        assert!(!diff
+            .added
+            .iter()
+            .chain(&diff.removed)
+            .any(|l| l.contains("192.168.100.2 ") || l.ends_with("192.168.100.2")));
+        // Applying the diff to the old lines gives the new ones.
+        let mut applied = old.clone();
+        for r in &diff.removed {
+            assert!(applied.remove(r));
+        }
+        applied.extend(diff.added.iter().cloned());
+        assert_eq!(applied, new);
+
+        let script = element_update(&diff, &new_d);
+        assert_eq!(digest(&script), Some(new_d.as_str()));
+        let delete = script
+            .find("delete element inet wgadm deny_drops {")
+            .unwrap();
+        let add = script.find("add element inet wgadm deny_drops {").unwrap();
+        assert!(delete < add, "removals before additions:\n{script}");
+        assert!(script.contains("\t192.168.100.9,\n"), "{script}");
+        assert!(
+            !script.contains("table inet wgadm {"),
+            "no table replaced:\n{script}"
+        );
+        // Nothing changed: only the marker (never sent: the digests are equal).
+        assert_eq!(element_diff(&new, &new), ElementDiff::default());
+    }
+
+    #[test]
+    fn the_elements_digest_covers_exactly_the_element_lines() {
+        // Same elements from two states that differ only in a disabled peer: same digest.
+        let a = small();
+        let mut b = small();
+        b.peers.remove(&"carol".parse::<crate::PeerName>().unwrap());
+        assert_eq!(
+            digest(&ruleset(&a, today(), &Options::default())),
+            digest(&ruleset(&b, today(), &Options::default()))
+        );
+        // Every element line is in the full script, inside its set.
+        let text = ruleset(&a, today(), &Options::default());
+        for l in element_lines(&a, today()) {
+            let (set, element) = l.split_once(' ').unwrap();
+            let body = &text[text.find(&format!("set {set} {{")).unwrap()..];
+            let body = &body[..body.find("\n\t}\n").unwrap()];
+            assert!(
+                body.contains(&format!("\t\t\t{element},\n")),
+                "{l} in\n{body}"
+            );
+        }
     }
 
     #[test]

@@ -685,21 +685,33 @@ impl Connection {
     }
 
     fn send(&self, bytes: &[u8]) -> Result<(), Error> {
-        self.socket.send(bytes, 0).map_err(|e| self.io_err(e))?;
-        Ok(())
+        loop {
+            match self.socket.send(bytes, 0) {
+                Ok(_) => return Ok(()),
+                // Interrupted by a stop and continue: nothing was sent, send again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_err(e)),
+            }
+        }
     }
 
     /// Receives one datagram into the connection's buffer; returns its length.
     fn receive(&mut self) -> Result<usize, Error> {
-        let mut slice: &mut [u8] = &mut self.buf[..];
-        let n = self
-            .socket
-            .recv(&mut slice, libc::MSG_TRUNC)
-            .map_err(|e| Error::Io {
-                iface: self.iface.clone(),
-                channel: "netlink".into(),
-                source: e,
-            })?;
+        let n = loop {
+            let mut slice: &mut [u8] = &mut self.buf[..];
+            match self.socket.recv(&mut slice, libc::MSG_TRUNC) {
+                Ok(n) => break n,
+                // Interrupted by a stop and continue before a datagram came: wait again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Io {
+                        iface: self.iface.clone(),
+                        channel: "netlink".into(),
+                        source: e,
+                    })
+                }
+            }
+        };
         if n > RECEIVE_BUFFER {
             return Err(malformed(
                 &self.iface,

@@ -87,7 +87,13 @@ fn exchange(
     let mut buf = Zeroizing::new([0u8; 16 << 10]);
     let mut errno = None;
     loop {
-        let n = stream.read(&mut buf[..]).map_err(io_err)?;
+        // A stop and continue (job control, a frozen cgroup) ends a read that has a timeout with
+        // EINTR even without a signal handler: read again.
+        let n = match stream.read(&mut buf[..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e)),
+        };
         if n == 0 {
             return Err(malformed(
                 iface,

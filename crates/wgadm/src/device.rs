@@ -1,31 +1,28 @@
 //! The one place that talks to a live WireGuard interface.
 //!
-//! It drives the `wg` and `wg-quick` tools of wireguard-tools rather than netlink or the
-//! userspace socket directly: `wg` already hides the kernel module versus a userspace
-//! implementation (wireguard-go) behind one command line, so what the lab exercises here against
-//! wireguard-go is exactly what runs against the kernel on Proxmox.
+//! Reading and changing the device go through the device layer [`wgadm_device`]: generic
+//! netlink for the kernel module, the UAPI socket for a userspace implementation
+//! (wireguard-go), chosen per interface the way `wg` chooses (the socket
+//! `/var/run/wireguard/IF.sock` exists → userspace, else the kernel). No `wg` process runs, no
+//! key is in an argument list or a file, and errors are typed (an errno), never another
+//! program's message. `apply` and the daemon read through this same module.
 //!
-//! Three operations, like wireguard-tools' ipc.c: read the device ([`Backend::show`]), change it
-//! ([`Backend::apply`], a [`Plan`] of per-peer changes), and create it ([`Backend::up`]).
-//!
-//! Secrets: private and preshared keys never appear in an argument list (anyone can read
-//! `/proc/PID/cmdline`), in an error or in a log. The private key reaches `wg` through a pipe on
-//! its standard input (`private-key /dev/stdin`); preshared keys through 0600 files in a fresh
-//! 0700 directory on tmpfs that is removed when the command returns. `wg show dump` prints the
-//! interface's private key: its output is wiped from memory after parsing and never kept.
+//! Bringing the interface up and down stays with `wg-quick` (or the unit `wg-quick@IF` where
+//! systemd manages it), so boot and `apply` agree on how the interface is made.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use wgadm_core::device::{parse_dump, Observed};
+use ipnet::IpNet;
+use wgadm_core::device::Observed;
 use wgadm_core::plan::{Change, DesiredPeer, Plan};
 use wgadm_core::{InterfaceName, Key, Secret};
-use zeroize::Zeroizing;
+use wgadm_device::{ChangeSet, Device, PeerChange, PeerUpdate, PresharedKey, WireGuard};
 
 /// Where wg-quick looks for `<interface>.conf` when given only an interface name.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/wireguard";
@@ -34,30 +31,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/wireguard";
 /// the kernel module is missing (wg-quick's default is `wireguard-go`).
 pub const USERSPACE_ENV: &str = "WG_QUICK_USERSPACE_IMPLEMENTATION";
 
-/// How many bytes of arguments one `wg set` may carry: three quarters of what execve accepts
-/// here after the environment (Linux allows a quarter of the stack limit, at most 6 MiB, for
-/// arguments and environment together). With the usual 8 MiB stack that is about 1.5 MiB:
-/// some 13,000 added peers, or 8,000 added with preshared keys, so a plan for 5,000 peers is
-/// one process.
-fn arg_budget() -> usize {
-    const DEFAULT_STACK: usize = 8 << 20;
-    let stack = fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("Max stack size"))?;
-            // "Max stack size  8388608  unlimited  bytes": the soft limit is the 4th word.
-            line.split_whitespace().nth(3)?.parse::<usize>().ok()
-        })
-        .unwrap_or(DEFAULT_STACK);
-    let limit = (stack / 4).min(6 << 20);
-    let env: usize = std::env::vars_os()
-        .map(|(k, v)| k.len() + v.len() + 2 + 8)
-        .sum();
-    (limit.saturating_sub(env) / 4 * 3).max(64 << 10)
-}
-
-/// What went wrong talking to the device. Messages name the interface, the command, what the
-/// tool said, and what to do; they never contain a private or preshared key.
+/// What went wrong talking to the device. Messages name the interface, what failed and what
+/// to do; they never contain a private or preshared key.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// A tool wgadm needs is not installed.
@@ -100,18 +75,28 @@ pub enum DeviceError {
         command: String,
         /// How it exited.
         status: String,
-        /// What it printed on stderr, with any key it was given redacted.
+        /// What it printed on stderr.
         stderr: String,
         /// What to do about it (empty, or starting with "; ").
         hint: String,
     },
-    /// `wg show dump` printed something we cannot read.
-    #[error("cannot read the state of interface {iface} from `wg show {iface} dump`: {message}")]
-    Dump {
+    /// A change was sent to an interface that does not exist.
+    #[error(
+        "interface {iface} does not exist (no WireGuard interface of that name, kernel or \
+         userspace): bring it up first (`wgadm apply` does, with wg-quick)"
+    )]
+    Missing {
         /// The interface.
         iface: InterfaceName,
-        /// What is wrong with the output (never its content: it holds the private key).
-        message: String,
+    },
+    /// The device layer failed or the device refused a request.
+    #[error("{source}{hint}")]
+    Device {
+        /// What the device layer said (it names the interface, and the peer when one).
+        #[source]
+        source: Box<wgadm_device::Error>,
+        /// What to do about it (empty, or starting with "; ").
+        hint: String,
     },
     /// The interface is still missing after `up` reported success.
     #[error("{how} reported success, but interface {iface} does not exist afterwards; {hint}")]
@@ -130,19 +115,6 @@ pub enum DeviceError {
         iface: InterfaceName,
         /// Where the config should be.
         path: PathBuf,
-    },
-    /// The temporary key files for `wg set` could not be written.
-    #[error(
-        "cannot write the temporary preshared key files for `wg set {iface}` in {dir}: {source}"
-    )]
-    KeyFiles {
-        /// The interface.
-        iface: InterfaceName,
-        /// The directory that failed.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
     },
     /// Another socket holds the UDP port WireGuard should listen on.
     #[error(
@@ -166,44 +138,56 @@ pub enum DeviceError {
     },
 }
 
-/// The live-device backend: the `wg` and `wg-quick` programs, the directory of wg-quick configs,
-/// and optionally a userspace implementation for wg-quick to start.
+impl DeviceError {
+    /// The error for a failed request to the device, with what to do for the usual errnos.
+    fn device(source: wgadm_device::Error) -> DeviceError {
+        let errno = std::error::Error::source(&source)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .and_then(io::Error::raw_os_error);
+        let hint = match errno {
+            Some(libc::EADDRINUSE) => {
+                "; another service holds the listen port: stop it or choose another listen_port \
+                 (wireguard-go has then closed its old port; `wgadm apply` sets it again)"
+            }
+            Some(libc::EOPNOTSUPP) => "; the interface is not a WireGuard interface",
+            _ => "",
+        };
+        DeviceError::Device {
+            source: Box::new(source),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// Which implementation serves an interface, as `status` shows it: `kernel (netlink)` or
+/// `userspace (UAPI /var/run/wireguard/IF.sock)`.
+pub use wgadm_device::Backend as DeviceBackend;
+
+/// The live-device shell: the device layer for reading and changing an interface, `wg-quick`
+/// (or systemd's `wg-quick@IF`) for bringing it up and down, and the directory of its configs.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    wg: PathBuf,
     wg_quick: PathBuf,
     config_dir: PathBuf,
     userspace: Option<PathBuf>,
-    key_dir: PathBuf,
+    /// Where userspace implementations put their UAPI sockets.
+    socket_dir: PathBuf,
     /// `Some(program)`: systemd manages wg-quick@IF through this systemctl (for tests);
     /// `None`: find out ([`Backend::systemd_manages`]).
     systemctl: Option<PathBuf>,
 }
 
 impl Backend {
-    /// A backend using `wg` and `wg-quick` from PATH and configs in `config_dir` (normally
-    /// [`DEFAULT_CONFIG_DIR`]). Temporary key files go to /dev/shm (tmpfs, so they never reach a
-    /// disk) or, where that is missing, the temp directory.
+    /// A backend using `wg-quick` from PATH and configs in `config_dir` (normally
+    /// [`DEFAULT_CONFIG_DIR`]).
     pub fn new(config_dir: PathBuf) -> Self {
-        let shm = Path::new("/dev/shm");
         Backend {
-            wg: "wg".into(),
             wg_quick: "wg-quick".into(),
             config_dir,
             userspace: None,
+            socket_dir: wgadm_device::SOCKET_DIR.into(),
             systemctl: None,
-            key_dir: if shm.is_dir() {
-                shm.to_path_buf()
-            } else {
-                std::env::temp_dir()
-            },
         }
-    }
-
-    /// Uses this `wg` program (a name looked up on PATH, or a path).
-    pub fn with_wg(mut self, wg: impl Into<PathBuf>) -> Self {
-        self.wg = wg.into();
-        self
     }
 
     /// Uses this `wg-quick` program (a name looked up on PATH, or a path).
@@ -227,9 +211,10 @@ impl Backend {
         self
     }
 
-    /// Puts the temporary preshared key files under this directory (it should be on tmpfs).
-    pub fn with_key_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.key_dir = dir.into();
+    /// Looks for userspace UAPI sockets in this directory instead of /var/run/wireguard (for
+    /// tests with a stand-in).
+    pub fn with_socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.socket_dir = dir.into();
         self
     }
 
@@ -243,12 +228,28 @@ impl Backend {
         self.config_dir.join(format!("{iface}.conf"))
     }
 
-    /// Checks that everything needed to run an interface is installed: `wg`, `wg-quick` and
-    /// `ip`, and either the kernel module or a userspace implementation. The error names what is
-    /// missing and the package to install.
+    /// Which implementation serves `iface` now: userspace when its UAPI socket exists, else the
+    /// kernel (the rule of `wg` itself).
+    pub fn backend_of(&self, iface: &InterfaceName) -> DeviceBackend {
+        let socket = self.socket_dir.join(format!("{iface}.sock"));
+        if socket.exists() {
+            DeviceBackend::Userspace { socket }
+        } else {
+            DeviceBackend::Kernel
+        }
+    }
+
+    /// The device layer's handle on `iface`.
+    fn device(&self, iface: &InterfaceName) -> Result<Device, DeviceError> {
+        Device::with_backend(iface.as_str(), self.backend_of(iface)).map_err(DeviceError::device)
+    }
+
+    /// Checks that everything needed to run an interface is installed: `wg` and `wg-quick`
+    /// (wg-quick runs `wg` itself) and `ip`, and either the kernel module or a userspace
+    /// implementation. The error names what is missing and the package to install.
     pub fn preflight(&self) -> Result<(), DeviceError> {
         for (tool, package) in [
-            (self.wg.as_path(), "wireguard-tools"),
+            (Path::new("wg"), "wireguard-tools"),
             (self.wg_quick.as_path(), "wireguard-tools"),
             (Path::new("ip"), "iproute2"),
         ] {
@@ -276,33 +277,18 @@ impl Backend {
         })
     }
 
-    /// Reads the interface: its public key, port and peers (`wg show IF dump`, one process).
-    /// `None` when no WireGuard interface of that name exists.
+    /// Reads the interface: its public key, port and peers, in one request to the device (no
+    /// process). `None` when no WireGuard interface of that name exists.
     pub fn show(&self, iface: &InterfaceName) -> Result<Option<Observed>, DeviceError> {
-        let args = [OsString::from("show"), iface.as_str().into(), "dump".into()];
-        let out = run(self.wg_command(), &self.wg, &args, None)?;
-        // The first line of the dump is the interface's private key: wipe the buffer on drop.
-        let stdout = Zeroizing::new(out.stdout);
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // ENODEV: the kernel module is loaded and has no such interface. EPROTONOSUPPORT:
-            // no kernel module and no userspace socket of that name, so no such interface
-            // either (checked with wireguard-tools 1.0.20210914 and wireguard-go 0.0.20220316).
-            if stderr.contains("No such device") || stderr.contains("Protocol not supported") {
-                return Ok(None);
-            }
-            return Err(failed(iface, &self.wg, &args, out.status, &stderr, &[]));
+        match self.device(iface)?.read() {
+            Ok(found) => Ok(Some(Observed::from(found))),
+            // No socket and no kernel module, or the kernel has no such interface.
+            Err(
+                wgadm_device::Error::NoSuchInterface { .. }
+                | wgadm_device::Error::NoKernelModule { .. },
+            ) => Ok(None),
+            Err(e) => Err(DeviceError::device(e)),
         }
-        let text = std::str::from_utf8(&stdout).map_err(|_| DeviceError::Dump {
-            iface: iface.clone(),
-            message: "the output is not UTF-8".into(),
-        })?;
-        parse_dump(text)
-            .map(Some)
-            .map_err(|message| DeviceError::Dump {
-                iface: iface.clone(),
-                message,
-            })
     }
 
     /// Creates the interface from its config (`wg-quick up`), which the caller has written to
@@ -324,7 +310,6 @@ impl Backend {
                     Command::new(&systemctl),
                     &systemctl,
                     &["is-active".into(), "--quiet".into(), unit.clone().into()],
-                    None,
                 )?
                 .status
                 .success();
@@ -338,7 +323,7 @@ impl Backend {
                     "--job-mode=ignore-dependencies".into(),
                     unit.clone().into(),
                 ];
-                let out = run(Command::new(&systemctl), &systemctl, &args, None)?;
+                let out = run(Command::new(&systemctl), &systemctl, &args)?;
                 if !out.status.success() {
                     let stderr = String::from_utf8_lossy(&out.stderr);
                     return Err(failed(iface, &systemctl, &args, out.status, &stderr, &[]));
@@ -407,7 +392,7 @@ impl Backend {
         if let Some(userspace) = &self.userspace {
             command.env(USERSPACE_ENV, userspace);
         }
-        let out = run(command, &self.wg_quick, &args, None)?;
+        let out = run(command, &self.wg_quick, &args)?;
         if out.status.success() {
             return Ok(());
         }
@@ -422,10 +407,10 @@ impl Backend {
         ))
     }
 
-    /// Applies a plan with `wg set`: every change of the plan in one process (a plan larger
-    /// than some 8,000-13,000 peer changes is split into several, in order). An empty plan starts
-    /// nothing. Peers are changed in place, never removed and re-added; the peer list is never
-    /// replaced; the private key and listen port are sent only when the plan says so.
+    /// Applies a plan: every change of the plan in one change set, sent to the device in one
+    /// request (the kernel gets it in page-sized messages, each acknowledged). An empty plan
+    /// sends nothing. Peers are changed in place, never removed and re-added; the peer list is
+    /// never replaced; the private key and listen port are sent only when the plan says so.
     pub fn apply(
         &self,
         iface: &InterfaceName,
@@ -435,79 +420,73 @@ impl Backend {
         if plan.is_empty() {
             return Ok(());
         }
-        let dir = self.key_dir.join(format!("wgadm-keys-{}", random_hex()));
-        let (commands, psks) = set_commands(iface, plan, &dir, arg_budget());
-        // Dropped (and removed) only after the last `wg set` has read the files.
-        let _key_files = if psks.is_empty() {
-            None
-        } else {
-            Some(
-                KeyFiles::create(&dir, &psks).map_err(|source| DeviceError::KeyFiles {
-                    iface: iface.clone(),
-                    dir: self.key_dir.clone(),
-                    source,
-                })?,
-            )
-        };
-        let mut secrets: Vec<&Secret> = psks;
-        secrets.push(private_key);
-        for command in commands {
-            let key = command.private_key.then(|| private_key.expose());
-            let stdin = key.as_ref().map(|k| k.as_bytes());
-            let out = run(self.wg_command(), &self.wg, &command.args, stdin)?;
-            if !out.status.success() {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                return Err(failed(
-                    iface,
-                    &self.wg,
-                    &command.args,
-                    out.status,
-                    &stderr,
-                    &secrets,
-                ));
-            }
-        }
-        Ok(())
+        self.send(iface, &change_set(plan, private_key))
     }
 
-    /// Takes peers off the device by public key (`wg set IF peer KEY remove ...`) and changes
-    /// nothing else: no key is read, written or sent, so a caller without access to key files
-    /// (the daemon enforcing an expiry) can use it. Other peers' tunnels are not touched.
+    /// Takes peers off the device by public key and changes nothing else: no key is read,
+    /// written or sent, so a caller without access to key files (the daemon enforcing an
+    /// expiry) can use it. Other peers' tunnels are not touched.
     pub fn remove_peers(&self, iface: &InterfaceName, keys: &[Key]) -> Result<(), DeviceError> {
-        let plan = Plan {
-            changes: keys
-                .iter()
-                .map(|k| Change::Remove {
-                    name: None,
-                    public_key: *k,
-                })
-                .collect(),
+        let changes = ChangeSet {
+            peers: keys.iter().map(|k| PeerChange::Remove(*k)).collect(),
+            ..ChangeSet::default()
         };
-        // Removals carry no preshared key, so no key file is ever made under this directory.
-        let (commands, _) = set_commands(iface, &plan, &self.key_dir, arg_budget());
-        for command in commands {
-            let out = run(self.wg_command(), &self.wg, &command.args, None)?;
-            if !out.status.success() {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                return Err(failed(
-                    iface,
-                    &self.wg,
-                    &command.args,
-                    out.status,
-                    &stderr,
-                    &[],
-                ));
-            }
-        }
-        Ok(())
+        self.send(iface, &changes)
     }
 
-    /// A `wg` command in the C locale, so that its error texts are the ones matched above.
-    fn wg_command(&self) -> Command {
-        let mut command = Command::new(&self.wg);
-        command.env("LC_ALL", "C");
-        command
+    fn send(&self, iface: &InterfaceName, changes: &ChangeSet) -> Result<(), DeviceError> {
+        match self.device(iface)?.apply(changes) {
+            Ok(()) => Ok(()),
+            Err(
+                wgadm_device::Error::NoSuchInterface { .. }
+                | wgadm_device::Error::NoKernelModule { .. },
+            ) => Err(DeviceError::Missing {
+                iface: iface.clone(),
+            }),
+            Err(e) => Err(DeviceError::device(e)),
+        }
     }
+}
+
+/// The device layer's change set for a plan, in plan order (removals before additions, so an
+/// address moved from one key to another is never claimed twice).
+fn change_set(plan: &Plan, private_key: &Secret) -> ChangeSet {
+    let mut set = ChangeSet::default();
+    for change in &plan.changes {
+        match change {
+            Change::PrivateKey => set.private_key = Some(private_key.clone()),
+            Change::ListenPort { to, .. } => set.listen_port = Some(*to),
+            Change::Add(peer) => set.peers.push(PeerChange::Set(PeerUpdate {
+                allowed_ips: Some(allowed_ips(peer)),
+                preshared_key: peer
+                    .preshared_key
+                    .clone()
+                    .map_or(PresharedKey::Keep, PresharedKey::Set),
+                ..PeerUpdate::new(peer.public_key)
+            })),
+            Change::Update {
+                peer,
+                allowed_ips: ips,
+                preshared_key,
+                keepalive,
+            } => set.peers.push(PeerChange::Set(PeerUpdate {
+                allowed_ips: ips.then(|| allowed_ips(peer)),
+                preshared_key: match (preshared_key, &peer.preshared_key) {
+                    (false, _) => PresharedKey::Keep,
+                    (true, Some(psk)) => PresharedKey::Set(psk.clone()),
+                    (true, None) => PresharedKey::Clear,
+                },
+                keepalive: keepalive.then_some(0),
+                ..PeerUpdate::new(peer.public_key)
+            })),
+            Change::Remove { public_key, .. } => set.peers.push(PeerChange::Remove(*public_key)),
+        }
+    }
+    set
+}
+
+fn allowed_ips(peer: &DesiredPeer) -> Vec<IpNet> {
+    peer.allowed_ips.iter().map(|n| IpNet::V4(*n)).collect()
 }
 
 /// Checks that nothing holds UDP `port` (on IPv4 or IPv6) in this network namespace, by trying
@@ -593,207 +572,27 @@ fn socket_inodes(table: &str, port: u16) -> Vec<u64> {
         .collect()
 }
 
-/// One `wg set` invocation.
-#[derive(Debug)]
-struct SetCommand {
-    /// Its arguments after the program name; paths only, never key material.
-    args: Vec<OsString>,
-    /// Whether it reads the private key from its standard input.
-    private_key: bool,
-}
-
-/// Turns a plan into `wg set` invocations (in order) and the preshared keys to write, where
-/// `psk_dir/<i>` is the file of the i-th key. Interface settings come first (wg requires
-/// them before any `peer`), then the changes in plan order, so removals still precede
-/// additions. A new invocation starts when `budget` bytes of arguments are reached.
-fn set_commands<'a>(
-    iface: &InterfaceName,
-    plan: &'a Plan,
-    psk_dir: &Path,
-    budget: usize,
-) -> (Vec<SetCommand>, Vec<&'a Secret>) {
-    let mut psks: Vec<&'a Secret> = Vec::new();
-    let mut psk_file = |psk: &'a Secret| -> OsString {
-        psks.push(psk);
-        psk_dir.join((psks.len() - 1).to_string()).into()
-    };
-    let mut interface: Vec<OsString> = Vec::new();
-    let mut private_key = false;
-    let mut groups: Vec<Vec<OsString>> = Vec::new();
-    for change in &plan.changes {
-        match change {
-            Change::PrivateKey => {
-                private_key = true;
-                interface.extend(["private-key".into(), "/dev/stdin".into()]);
-            }
-            Change::ListenPort { to, .. } => {
-                interface.extend(["listen-port".into(), to.to_string().into()]);
-            }
-            Change::Add(peer) => {
-                let mut g = peer_args(peer);
-                g.extend(["allowed-ips".into(), allowed_ips(peer)]);
-                if let Some(psk) = &peer.preshared_key {
-                    g.extend(["preshared-key".into(), psk_file(psk)]);
-                }
-                groups.push(g);
-            }
-            Change::Update {
-                peer,
-                allowed_ips: ips,
-                preshared_key,
-                keepalive,
-            } => {
-                let mut g = peer_args(peer);
-                if *ips {
-                    g.extend(["allowed-ips".into(), allowed_ips(peer)]);
-                }
-                if *preshared_key {
-                    // An empty file (/dev/null) is the all-zero key: no preshared key.
-                    let file = peer
-                        .preshared_key
-                        .as_ref()
-                        .map_or_else(|| "/dev/null".into(), &mut psk_file);
-                    g.extend(["preshared-key".into(), file]);
-                }
-                if *keepalive {
-                    g.extend(["persistent-keepalive".into(), "off".into()]);
-                }
-                groups.push(g);
-            }
-            Change::Remove { public_key, .. } => {
-                groups.push(vec![
-                    "peer".into(),
-                    public_key.to_string().into(),
-                    "remove".into(),
-                ]);
-            }
-        }
-    }
-
-    let size = |args: &[OsString]| -> usize {
-        // Each argument costs its bytes, a NUL and a pointer in the new process's argv.
-        args.iter().map(|a| a.len() + 1 + 8).sum()
-    };
-    let start = || -> Vec<OsString> { vec!["set".into(), iface.as_str().into()] };
-    let mut commands = Vec::new();
-    let mut current = start();
-    current.extend(interface);
-    let mut used = size(&current);
-    for group in groups {
-        let cost = size(&group);
-        if used + cost > budget && current.len() > 2 {
-            commands.push(SetCommand {
-                args: std::mem::replace(&mut current, start()),
-                private_key: std::mem::take(&mut private_key),
-            });
-            used = size(&current);
-        }
-        used += cost;
-        current.extend(group);
-    }
-    if current.len() > 2 {
-        commands.push(SetCommand {
-            args: current,
-            private_key,
-        });
-    }
-    (commands, psks)
-}
-
-fn peer_args(peer: &DesiredPeer) -> Vec<OsString> {
-    vec!["peer".into(), peer.public_key.to_string().into()]
-}
-
-fn allowed_ips(peer: &DesiredPeer) -> OsString {
-    peer.allowed_ips
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-        .into()
-}
-
-/// A 0700 directory of 0600 preshared key files, removed on drop.
-struct KeyFiles {
-    dir: PathBuf,
-}
-
-impl KeyFiles {
-    fn create(dir: &Path, psks: &[&Secret]) -> io::Result<Self> {
-        // `create` (not `create_all`) fails if the name exists, so nobody can have prepared
-        // it for us, even in a world-writable parent such as /dev/shm.
-        fs::DirBuilder::new().mode(0o700).create(dir)?;
-        let files = KeyFiles {
-            dir: dir.to_path_buf(),
-        };
-        for (i, psk) in psks.iter().enumerate() {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.join(i.to_string()))?;
-            f.write_all(psk.expose().as_bytes())?;
-        }
-        Ok(files)
-    }
-}
-
-impl Drop for KeyFiles {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// 128 random bits as hex, for a directory name nobody can guess.
-fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Unguessability is defence in depth only: `create` refuses an existing name anyway.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (nanos ^ u128::from(std::process::id())).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Output of a finished tool.
 struct Finished {
     status: ExitStatus,
-    stdout: Vec<u8>,
     stderr: Vec<u8>,
 }
 
-/// Runs `command` with `args`, feeding `stdin` (a key) through a pipe when given.
-fn run(
-    mut command: Command,
-    program: &Path,
-    args: &[OsString],
-    stdin: Option<&[u8]>,
-) -> Result<Finished, DeviceError> {
+/// Runs `command` with `args` and waits for it.
+fn run(mut command: Command, program: &Path, args: &[OsString]) -> Result<Finished, DeviceError> {
     command
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let spawn_error = |source| DeviceError::Spawn {
         command: show_command(program, args),
         source,
     };
-    let mut child = command.spawn().map_err(spawn_error)?;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // 45 bytes fit in the pipe buffer, so this cannot block on a child that is still
-        // starting. If the child died first the write fails (EPIPE): its status tells why.
-        let _ = pipe.write_all(data);
-    }
+    let child = command.spawn().map_err(spawn_error)?;
     let out = child.wait_with_output().map_err(spawn_error)?;
     Ok(Finished {
         status: out.status,
-        stdout: out.stdout,
         stderr: out.stderr,
     })
 }
@@ -894,6 +693,8 @@ fn kernel_module_available() -> bool {
 mod tests {
     use super::*;
     use ipnet::Ipv4Net;
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
     use wgadm_core::{Key, PeerName};
 
     fn iface() -> InterfaceName {
@@ -909,225 +710,84 @@ mod tests {
         }
     }
 
-    fn strings(c: &SetCommand) -> Vec<String> {
-        c.args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
-    }
-
-    fn k(byte: u8) -> String {
-        Key::from([byte; 32]).to_string()
-    }
-
     #[test]
-    fn one_invocation_carries_the_whole_plan_in_order() {
+    fn a_plan_becomes_one_change_set_in_order() {
+        let private = Secret::private_from_random([3; 32]);
         let plan = Plan {
             changes: vec![
                 Change::PrivateKey,
-                Change::ListenPort { from: 1, to: 51820 },
+                Change::ListenPort { from: 1, to: 2 },
                 Change::Remove {
                     name: None,
                     public_key: Key::from([9; 32]),
                 },
                 Change::Update {
-                    peer: desired(2, "192.168.100.9/32", None),
-                    allowed_ips: true,
-                    preshared_key: true,
-                    keepalive: true,
-                },
-                Change::Update {
-                    peer: desired(3, "192.168.100.3/32", Some(33)),
+                    peer: desired(6, "192.168.100.6/32", None),
                     allowed_ips: false,
                     preshared_key: true,
-                    keepalive: false,
-                },
-                Change::Update {
-                    peer: desired(4, "192.168.100.4/32", Some(44)),
-                    allowed_ips: false,
-                    preshared_key: false,
                     keepalive: true,
                 },
                 Change::Add(desired(5, "192.168.100.5/32", Some(55))),
-                Change::Add(desired(6, "192.168.100.6/32", None)),
             ],
         };
-        let (commands, psks) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
-        assert_eq!(commands.len(), 1);
-        assert!(commands[0].private_key);
-        let expected: Vec<String> = [
-            "set",
-            "wg0",
-            "private-key",
-            "/dev/stdin",
-            "listen-port",
-            "51820",
-            "peer",
-            &k(9),
-            "remove",
-            "peer",
-            &k(2),
-            "allowed-ips",
-            "192.168.100.9/32",
-            "preshared-key",
-            "/dev/null",
-            "persistent-keepalive",
-            "off",
-            "peer",
-            &k(3),
-            "preshared-key",
-            "/d/0",
-            "peer",
-            &k(4),
-            "persistent-keepalive",
-            "off",
-            "peer",
-            &k(5),
-            "allowed-ips",
-            "192.168.100.5/32",
-            "preshared-key",
-            "/d/1",
-            "peer",
-            &k(6),
-            "allowed-ips",
-            "192.168.100.6/32",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        assert_eq!(strings(&commands[0]), expected);
-        // The files hold the keys in the order their paths were handed out.
-        assert_eq!(psks.len(), 2);
+        let set = change_set(&plan, &private);
         assert_eq!(
-            *psks[0].expose(),
-            *Secret::preshared_from_random([33; 32]).expose()
+            set.private_key.as_ref().map(|k| k.expose()),
+            Some(private.expose())
         );
+        assert_eq!(set.listen_port, Some(2));
+        assert_eq!(set.fwmark, None);
+        let keys: Vec<Key> = set.peers.iter().map(|c| *c.public_key()).collect();
         assert_eq!(
-            *psks[1].expose(),
-            *Secret::preshared_from_random([55; 32]).expose()
+            keys,
+            [Key::from([9; 32]), Key::from([6; 32]), Key::from([5; 32])]
         );
-    }
-
-    #[test]
-    fn interface_settings_come_first_and_only_when_planned() {
-        let plan = Plan {
-            changes: vec![
-                Change::Add(desired(5, "192.168.100.5/32", None)),
-                Change::ListenPort { from: 1, to: 2 },
-            ],
+        assert!(matches!(set.peers[0], PeerChange::Remove(_)));
+        let PeerChange::Set(update) = &set.peers[1] else {
+            panic!("an update: {:?}", set.peers[1]);
         };
-        let (commands, _) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
-        let args = strings(&commands[0]);
-        assert_eq!(&args[..4], ["set", "wg0", "listen-port", "2"]);
-        assert!(!commands[0].private_key);
-        assert!(!args.iter().any(|a| a == "private-key"));
-    }
-
-    #[test]
-    fn no_argument_is_key_material() {
-        let psk = Secret::preshared_from_random([77; 32]);
-        let mut peer = desired(5, "192.168.100.5/32", None);
-        peer.preshared_key = Some(psk.clone());
-        let plan = Plan {
-            changes: vec![Change::PrivateKey, Change::Add(peer)],
+        assert!(matches!(update.preshared_key, PresharedKey::Clear));
+        assert_eq!(
+            (update.keepalive, update.allowed_ips.is_none()),
+            (Some(0), true)
+        );
+        assert!(!update.update_only && update.endpoint.is_none());
+        let PeerChange::Set(add) = &set.peers[2] else {
+            panic!("an add: {:?}", set.peers[2]);
         };
-        let (commands, _) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
-        let all = strings(&commands[0]).join(" ");
-        assert!(!all.contains(psk.expose().as_str()), "{all}");
-    }
-
-    #[test]
-    fn a_huge_plan_is_split_in_order_and_the_key_goes_to_the_first() {
-        let changes: Vec<Change> = std::iter::once(Change::PrivateKey)
-            .chain((0..200u8).map(|i| Change::Add(desired(i, "10.0.0.1/32", Some(i)))))
-            .collect();
-        let plan = Plan { changes };
-        let (commands, psks) = set_commands(&iface(), &plan, Path::new("/d"), 4096);
-        assert!(commands.len() > 3, "{}", commands.len());
-        assert!(commands[0].private_key);
-        assert!(commands[1..].iter().all(|c| !c.private_key));
-        let mut peers = Vec::new();
-        for c in &commands {
-            let a = strings(c);
-            assert_eq!(&a[..2], ["set", "wg0"]);
-            assert!(c.args.iter().map(|x| x.len() + 9).sum::<usize>() <= 4096);
-            peers.extend(
-                a.windows(2)
-                    .filter(|w| w[0] == "peer")
-                    .map(|w| w[1].clone()),
-            );
-        }
-        let expected: Vec<String> = (0..200u8).map(k).collect();
-        assert_eq!(peers, expected);
-        assert_eq!(psks.len(), 200);
-    }
-
-    #[test]
-    fn five_thousand_new_peers_with_preshared_keys_are_one_process() {
-        let budget = arg_budget();
-        assert!((64 << 10..=6 << 20).contains(&budget), "{budget}");
-        let changes = (0..5000u32)
-            .map(|i| {
-                let mut p = desired(1, "10.0.0.1/32", Some(1));
-                p.public_key = Key::from([(i % 251) as u8; 32]);
-                p.allowed_ips = vec![Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).unwrap()];
-                Change::Add(p)
-            })
-            .collect();
-        let plan = Plan { changes };
-        let dir = Path::new("/dev/shm/wgadm-keys-0123456789abcdef0123456789abcdef");
-        let (commands, psks) = set_commands(&iface(), &plan, dir, 3 << 19);
-        assert_eq!((commands.len(), psks.len()), (1, 5000));
-    }
-
-    #[test]
-    fn an_empty_plan_builds_nothing() {
-        let plan = Plan::default();
-        let (commands, psks) = set_commands(&iface(), &plan, Path::new("/d"), 1 << 20);
-        assert!(commands.is_empty() && psks.is_empty());
-    }
-
-    #[test]
-    fn errors_redact_keys_and_say_what_to_do() {
-        let psk = Secret::preshared_from_random([5; 32]);
-        let stderr = format!(
-            "Key is not the correct length or format: `{}'\n",
-            *psk.expose()
+        assert_eq!(
+            add.allowed_ips,
+            Some(vec!["192.168.100.5/32".parse().unwrap()])
         );
-        let status = Command::new("false").status().unwrap();
-        let e = failed(
-            &iface(),
-            Path::new("wg"),
-            &["set".into(), "wg0".into()],
-            status,
-            &stderr,
-            &[&psk],
+        let PresharedKey::Set(psk) = &add.preshared_key else {
+            panic!("a preshared key");
+        };
+        assert_eq!(
+            psk.expose(),
+            Secret::preshared_from_random([55; 32]).expose()
         );
-        let text = e.to_string();
-        assert!(!text.contains(psk.expose().as_str()), "{text}");
-        assert!(
-            text.contains("<redacted>") && text.contains("wg0"),
-            "{text}"
+        assert_eq!(add.keepalive, None);
+
+        // Nothing else is sent: no interface field the plan does not name.
+        let only_peer = change_set(
+            &Plan {
+                changes: vec![Change::Add(desired(5, "192.168.100.5/32", None))],
+            },
+            &private,
         );
-        let e = failed(
-            &iface(),
-            Path::new("wg"),
-            &["set".into(), "wg0".into()],
-            status,
-            "Unable to modify interface: No such device",
-            &[],
-        );
-        assert!(e.to_string().contains("bring it up first"), "{e}");
-        let long: Vec<OsString> = (0..40).map(|i| i.to_string().into()).collect();
-        assert!(show_command(Path::new("wg"), &long).ends_with("(28 more arguments)"));
+        assert!(only_peer.private_key.is_none() && only_peer.listen_port.is_none());
+        let PeerChange::Set(add) = &only_peer.peers[0] else {
+            panic!("an add");
+        };
+        assert!(matches!(add.preshared_key, PresharedKey::Keep));
     }
 
     #[test]
     fn preflight_names_the_missing_tool_and_package() {
-        let b = Backend::new("/nonexistent".into()).with_wg("/nonexistent/wg");
+        let b = Backend::new("/nonexistent".into()).with_wg_quick("/nonexistent/wg-quick");
         let e = b.preflight().unwrap_err().to_string();
         assert!(
-            e.contains("/nonexistent/wg") && e.contains("wireguard-tools"),
+            e.contains("/nonexistent/wg-quick") && e.contains("wireguard-tools"),
             "{e}"
         );
         let b = Backend::new("/nonexistent".into()).with_wg_quick("no-such-wg-quick-here");
@@ -1176,136 +836,64 @@ mod tests {
         check_port_free(port).unwrap();
     }
 
-    /// A stand-in for `wg` that records what it was given: its arguments, its standard input,
-    /// and the contents of the key files it was pointed at.
-    fn fake_wg(dir: &Path) -> PathBuf {
-        let script = dir.join("wg");
-        fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\n\
-                 log={log}\n\
-                 case \"$1\" in\n\
-                 probe) exit 0;;\n\
-                 show) [ \"$2\" = gone ] && {{ echo 'Unable to access interface: No such device' >&2; exit 1; }}\n\
-                       [ \"$2\" = bad ] && {{ echo 'Unable to access interface: Operation not supported' >&2; exit 1; }}\n\
-                       printf 'SECRETPRIVATE\\t%s\\t51820\\toff\\n' {pk}; exit 0;;\n\
-                 esac\n\
-                 echo \"$@\" >> $log/args\n\
-                 prev=\n\
-                 for a in \"$@\"; do\n\
-                   case \"$prev\" in\n\
-                   private-key) cat \"$a\" >> $log/stdin;;\n\
-                   preshared-key) cat \"$a\" >> $log/psks; echo >> $log/psks;;\n\
-                   esac\n\
-                   prev=$a\n\
-                 done\n",
-                log = dir.display(),
-                pk = Key::from([1; 32])
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        // Another test thread forking while the file was open for writing makes exec fail with
-        // ETXTBSY until that child has exec'd: wait for it.
-        while let Err(e) = Command::new(&script).arg("probe").status() {
-            assert_eq!(e.kind(), io::ErrorKind::ExecutableFileBusy, "{e}");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        script
+    /// A stand-in for a userspace WireGuard's UAPI socket: it answers every `get=1` with an
+    /// interface on port 51820 and no peers. It is bound under `dir` as `wg0.sock.down`; the
+    /// link "exists" while the socket is renamed to `wg0.sock`.
+    fn fake_uapi(dir: &Path) {
+        let listener = UnixListener::bind(dir.join("wg0.sock.down")).unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 64];
+                let _ = io::Read::read(&mut conn, &mut buf);
+                let _ = conn.write_all(b"listen_port=51820\nerrno=0\n\n");
+            }
+        });
     }
 
-    #[test]
-    fn apply_hands_keys_over_by_pipe_and_files_and_cleans_up() {
-        let tmp = tempfile::tempdir().unwrap();
-        let keys = tempfile::tempdir().unwrap();
-        let b = Backend::new(tmp.path().into())
-            .with_wg(fake_wg(tmp.path()))
-            .with_key_dir(keys.path());
-        let private = Secret::private_from_random([3; 32]);
-        let plan = Plan {
-            changes: vec![
-                Change::PrivateKey,
-                Change::Add(desired(5, "192.168.100.5/32", Some(55))),
-                Change::Update {
-                    peer: desired(6, "192.168.100.6/32", None),
-                    allowed_ips: false,
-                    preshared_key: true,
-                    keepalive: false,
-                },
-            ],
-        };
-        b.apply(&iface(), &plan, &private).unwrap();
-        let args = fs::read_to_string(tmp.path().join("args")).unwrap();
-        assert_eq!(args.lines().count(), 1, "one process: {args}");
-        assert!(args.contains("private-key /dev/stdin"), "{args}");
-        assert!(!args.contains(private.expose().as_str()));
-        let stdin = fs::read_to_string(tmp.path().join("stdin")).unwrap();
-        assert_eq!(stdin, *private.expose());
-        let psks = fs::read_to_string(tmp.path().join("psks")).unwrap();
-        let psk = Secret::preshared_from_random([55; 32]);
-        assert_eq!(
-            psks,
-            format!("{}\n\n", *psk.expose()),
-            "then /dev/null: empty"
-        );
-        assert_eq!(
-            fs::read_dir(keys.path()).unwrap().count(),
-            0,
-            "key dir removed"
-        );
-
-        // Nothing to do: nothing runs.
-        b.apply(&iface(), &Plan::default(), &private).unwrap();
-        let again = fs::read_to_string(tmp.path().join("args")).unwrap();
-        assert_eq!(again.lines().count(), 1);
-    }
-
-    /// A stand-in for `systemctl` whose unit is "active" while `active` exists, and a `wg`
-    /// that sees the interface only while `link` exists: `restart` makes the link.
-    fn fake_systemd(dir: &Path) -> (PathBuf, PathBuf) {
+    /// A stand-in for `systemctl` whose unit is "active" while `active` exists; `start` and
+    /// `restart` make the link (rename the fake UAPI socket into place).
+    fn fake_systemd(dir: &Path) -> PathBuf {
         let systemctl = dir.join("systemctl");
-        let wg = dir.join("wg");
         let d = dir.display();
         fs::write(
             &systemctl,
             format!(
                 "#!/bin/sh\necho \"$@\" >> {d}/calls\n\
+                 link() {{ [ -e {d}/wg0.sock ] || mv {d}/wg0.sock.down {d}/wg0.sock; }}\n\
                  case \"$1\" in\n\
+                 probe) exit 0;;\n\
                  is-active) [ -e {d}/active ];;\n\
-                 start) [ -e {d}/active ] || {{ touch {d}/active {d}/link; }};;\n\
-                 restart) touch {d}/active {d}/link;;\n\
+                 start) [ -e {d}/active ] || {{ touch {d}/active; link; }};;\n\
+                 restart) touch {d}/active; link;;\n\
                  esac\n"
             ),
         )
         .unwrap();
-        fs::write(
-            &wg,
-            format!(
-                "#!/bin/sh\n[ \"$1\" = probe ] && exit 0\n\
-                 [ -e {d}/link ] || {{ echo 'Unable to access interface: Protocol not supported' >&2; exit 1; }}\n\
-                 printf 'PRIVATE\\t%s\\t51820\\toff\\n' {pk}\n",
-                pk = Key::from([1; 32])
-            ),
-        )
-        .unwrap();
-        for p in [&systemctl, &wg] {
-            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-            while let Err(e) = Command::new(p).arg("probe").status() {
-                assert_eq!(e.kind(), io::ErrorKind::ExecutableFileBusy, "{e}");
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+        fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+        // Another test thread forking while the file was open for writing makes exec fail with
+        // ETXTBSY until that child has exec'd: wait for it.
+        while let Err(e) = Command::new(&systemctl).arg("probe").status() {
+            assert_eq!(e.kind(), io::ErrorKind::ExecutableFileBusy, "{e}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        (systemctl, wg)
+        fake_uapi(dir);
+        systemctl
     }
 
     #[test]
     fn an_active_unit_without_its_link_is_restarted_and_the_link_verified() {
         let tmp = tempfile::tempdir().unwrap();
-        let (systemctl, wg) = fake_systemd(tmp.path());
+        let systemctl = fake_systemd(tmp.path());
         let b = Backend::new(tmp.path().into())
-            .with_wg(&wg)
+            .with_socket_dir(tmp.path())
             .with_systemctl(&systemctl);
+        let unlink = || {
+            fs::rename(
+                tmp.path().join("wg0.sock"),
+                tmp.path().join("wg0.sock.down"),
+            )
+            .unwrap()
+        };
         // "active (exited)" with the link deleted: `start` would do nothing.
         fs::write(tmp.path().join("active"), "").unwrap();
         b.up(&iface()).unwrap();
@@ -1315,11 +903,15 @@ mod tests {
             "{calls}"
         );
         assert!(!calls.contains("\nstart "), "{calls}");
-        assert!(b.show(&iface()).unwrap().is_some());
+        assert_eq!(b.show(&iface()).unwrap().unwrap().listen_port, 51820);
+        assert!(matches!(
+            b.backend_of(&iface()),
+            DeviceBackend::Userspace { .. }
+        ));
 
         // Inactive: started; a start that leaves no link is an error naming the unit.
         fs::remove_file(tmp.path().join("calls")).unwrap();
-        fs::remove_file(tmp.path().join("link")).unwrap();
+        unlink();
         fs::remove_file(tmp.path().join("active")).unwrap();
         b.up(&iface()).unwrap();
         let calls = fs::read_to_string(tmp.path().join("calls")).unwrap();
@@ -1327,7 +919,7 @@ mod tests {
             calls.contains("start --job-mode=ignore-dependencies wg-quick@wg0.service"),
             "{calls}"
         );
-        fs::remove_file(tmp.path().join("link")).unwrap();
+        unlink();
         fs::write(tmp.path().join("active"), "").unwrap();
         fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
         let e = b.up(&iface()).unwrap_err();
@@ -1340,18 +932,15 @@ mod tests {
     }
 
     #[test]
-    fn show_parses_and_tells_missing_from_broken() {
+    fn a_missing_interface_reads_as_none_and_a_change_to_it_says_bring_it_up() {
         let tmp = tempfile::tempdir().unwrap();
-        let b = Backend::new(tmp.path().into()).with_wg(fake_wg(tmp.path()));
-        let o = b.show(&iface()).unwrap().unwrap();
-        assert_eq!(o.public_key, Some(Key::from([1; 32])));
-        assert_eq!(o.listen_port, 51820);
-        assert!(b.show(&"gone".parse().unwrap()).unwrap().is_none());
-        let e = b.show(&"bad".parse().unwrap()).unwrap_err().to_string();
-        assert!(
-            e.contains("bad") && e.contains("Operation not supported"),
-            "{e}"
-        );
-        assert!(!e.contains("SECRETPRIVATE"));
+        let b = Backend::new(tmp.path().into()).with_socket_dir(tmp.path());
+        // No socket: the kernel is asked, which has no such interface (or no module at all).
+        let missing: InterfaceName = "wgadm-nx0".parse().unwrap();
+        assert_eq!(b.backend_of(&missing), DeviceBackend::Kernel);
+        assert!(b.show(&missing).unwrap().is_none());
+        let e = b.remove_peers(&missing, &[Key::from([1; 32])]).unwrap_err();
+        assert!(matches!(e, DeviceError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("bring it up first"), "{e}");
     }
 }

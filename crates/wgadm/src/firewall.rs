@@ -11,14 +11,38 @@ use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use wgadm_core::firewall::{
-    digest, gate_rule, Counter, DENY_DROPS_SET, GATE_MARK, GATE_RULE_PRIORITY, TABLE_FAMILY,
-    TABLE_NAME,
+    digest, element_diff, element_lines, element_update, gate_rule, lines_text, ruleset,
+    ruleset_digest, shape, Counter, Options, DENY_DROPS_SET, DIGEST_SET, GATE_MARK,
+    GATE_RULE_PRIORITY, TABLE_FAMILY, TABLE_NAME,
 };
+use wgadm_core::{Date, State};
+
+/// Where the peers' elements of each loaded ruleset are kept, one file per elements digest
+/// (tmpfs: gone at reboot, like the table). With it a peer change is diffed against what is in
+/// force without listing thousands of elements from the kernel.
+pub const ELEMENTS_DIR: &str = "/run/wgadm/nft-elements";
+
+/// How a ruleset was put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// The table in force already was the wanted one.
+    Unchanged,
+    /// Only the peers' elements differed: changed in place, in one transaction.
+    Elements {
+        /// Elements added.
+        added: usize,
+        /// Elements deleted.
+        removed: usize,
+    },
+    /// The table was replaced (loaded anew) in one transaction.
+    Table,
+}
 
 /// The per-namespace switch for IPv4 forwarding.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -148,6 +172,7 @@ pub enum FirewallError {
 pub struct Nft {
     program: PathBuf,
     prefix: Vec<OsString>,
+    elements_dir: PathBuf,
 }
 
 impl Default for Nft {
@@ -162,6 +187,7 @@ impl Nft {
         Nft {
             program: PathBuf::from("nft"),
             prefix: Vec::new(),
+            elements_dir: ELEMENTS_DIR.into(),
         }
     }
 
@@ -170,6 +196,7 @@ impl Nft {
         Nft {
             program: program.into(),
             prefix: Vec::new(),
+            elements_dir: ELEMENTS_DIR.into(),
         }
     }
 
@@ -182,7 +209,14 @@ impl Nft {
         Nft {
             program: program.into(),
             prefix: args.into_iter().map(Into::into).collect(),
+            elements_dir: ELEMENTS_DIR.into(),
         }
+    }
+
+    /// Keeps the loaded elements under `dir` instead of [`ELEMENTS_DIR`].
+    pub fn with_elements_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.elements_dir = dir.into();
+        self
     }
 
     fn name(&self) -> String {
@@ -320,13 +354,19 @@ impl Nft {
         self.list_table(false)
     }
 
-    /// The digest of the ruleset in force (from the table's comment), or `None` without a
-    /// table or without a wgadm comment. Reads the rules but not the set elements, so it is
-    /// cheap at any number of peers.
+    /// The digest of the ruleset in force (the comment of the one element of
+    /// [`DIGEST_SET`]), or `None` without a table or without that set (a table of an older
+    /// wgadm). Lists that one set only: nft fetches no other set's elements for it, so it costs
+    /// the same at any number of peers.
     pub fn loaded_digest(&self) -> Result<Option<String>, FirewallError> {
-        Ok(self
-            .list_table(true)?
-            .and_then(|text| digest(&text).map(str::to_owned)))
+        let out = self.run(&["list", "set", TABLE_FAMILY, TABLE_NAME, DIGEST_SET], None)?;
+        if out.status.success() {
+            return Ok(digest(&String::from_utf8_lossy(&out.stdout)).map(str::to_owned));
+        }
+        if is_absent(&out) {
+            return Ok(None);
+        }
+        Err(self.failed("list wgadm's ruleset digest", &out))
     }
 
     /// Puts `ruleset` (from `wgadm_core::firewall::ruleset`) in force. Returns `false` and
@@ -344,6 +384,123 @@ impl Nft {
             }
         }
         self.load(ruleset).map(|()| true)
+    }
+
+    /// Puts the ruleset of `state` for `today` in force, given the digest of the table in
+    /// force (`loaded`, from [`Nft::loaded_digest`]): nothing when it is the wanted one; when
+    /// only the peers' elements differ and the elements in force are known, those elements
+    /// are changed in one transaction (counters of the others keep counting); otherwise the
+    /// table is replaced in one transaction, per-peer drop counters carried over (those in
+    /// `options`, else the table's). A refused
+    /// element change (the table was changed by hand) falls back to replacing the table.
+    pub fn put(
+        &self,
+        state: &State,
+        today: Date,
+        options: &Options,
+        loaded: Option<&str>,
+    ) -> Result<Put, FirewallError> {
+        let wanted = ruleset_digest(state, today, options);
+        if loaded == Some(wanted.as_str()) {
+            return Ok(Put::Unchanged);
+        }
+        let new = element_lines(state, today);
+        if let Some(old) = loaded
+            .filter(|l| shape(l) == shape(&wanted))
+            .and_then(|l| self.recall(l))
+        {
+            let diff = element_diff(&old, &new);
+            if self.load(&element_update(&diff, &wanted)).is_ok() {
+                self.remember(&wanted, &new);
+                return Ok(Put::Elements {
+                    added: diff.added.len(),
+                    removed: diff.removed.len(),
+                });
+            }
+        }
+        // Counters to carry: the caller's, else those of the table in force.
+        let carried_drops = match options.carried_drops.is_empty() {
+            true => self.drop_counters()?,
+            false => options.carried_drops.clone(),
+        };
+        let options = Options {
+            carried_drops,
+            ..options.clone()
+        };
+        self.load(&ruleset(state, today, &options))?;
+        self.remember(&wanted, &new);
+        Ok(Put::Table)
+    }
+
+    /// Whether [`Nft::put`] would change the elements in place: the table in force (`loaded`)
+    /// has the shape of `wanted` and its elements are known. (nft may still refuse the change,
+    /// and then the table is replaced.)
+    pub fn can_update_in_place(&self, loaded: Option<&str>, wanted: &str) -> bool {
+        loaded.is_some_and(|l| shape(l) == shape(wanted) && self.recall(l).is_some())
+    }
+
+    fn elements_file(&self, digest: &str) -> Option<PathBuf> {
+        let (_, elements) = digest.split_once('-')?;
+        elements
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then(|| self.elements_dir.join(elements))
+    }
+
+    /// The element lines loaded under `digest`, when they were kept and still match it.
+    fn recall(&self, digest: &str) -> Option<std::collections::BTreeSet<String>> {
+        let text = std::fs::read_to_string(self.elements_file(digest)?).ok()?;
+        let lines: std::collections::BTreeSet<String> = text.lines().map(str::to_owned).collect();
+        // The file is named by the digest of its content: a torn or altered file is not used.
+        let (_, elements) = digest.split_once('-')?;
+        let check = wgadm_core::firewall::elements_digest(&lines);
+        (check == elements).then_some(lines)
+    }
+
+    /// Keeps the element lines of the ruleset just put in force. Best effort: without the
+    /// file the next change replaces the table, which is correct, only slower.
+    fn remember(&self, digest: &str, lines: &std::collections::BTreeSet<String>) {
+        let Some(path) = self.elements_file(digest) else {
+            return;
+        };
+        if path.exists() {
+            return;
+        }
+        // Root's alone (0700/0600): the lines name every peer's address and access list.
+        if std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.elements_dir)
+            .is_err()
+        {
+            return;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(lines_text(lines).as_bytes()));
+        if written.is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+            // Older files are no longer wanted: drop those unused for ten minutes (another
+            // table in another network namespace may still use a recent one).
+            if let Ok(entries) = std::fs::read_dir(&self.elements_dir) {
+                for e in entries.flatten() {
+                    let old = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age.as_secs() > 600);
+                    if old && e.path() != path {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 
     /// Loads `ruleset` in one transaction, without first comparing digests (for a caller

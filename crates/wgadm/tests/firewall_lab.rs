@@ -102,7 +102,6 @@ impl Vpn {
         }
         let config_dir = tempfile::tempdir().unwrap();
         let backend = Backend::new(config_dir.path().to_path_buf())
-            .with_wg(lab.ns_tool(&lab.server, "wg"))
             .with_wg_quick(lab.ns_tool(&lab.server, "wg-quick"))
             .with_userspace(lab.userspace_wrapper());
         backend.preflight().unwrap();

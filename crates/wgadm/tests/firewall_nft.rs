@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use wgadm::firewall::{FirewallError, Nft};
+use wgadm::firewall::{FirewallError, Nft, Put};
 use wgadm_core::firewall::{digest, ruleset, Counter, HandshakeLog, LogTarget, Options};
 use wgadm_core::model::Nat;
 use wgadm_core::{Date, Key, Peer, Server, State};
@@ -583,10 +583,7 @@ fn ip_forward_inside_a_namespace() {
     // A new namespace copies IPv4's switches from the host's (net.core.devconf_inherit_init_net
     // 0 means "inherit" for IPv4), so start from off whatever the host has.
     std::fs::write(wgadm::firewall::IP_FORWARD, "0\n").unwrap();
-    assert!(
-        wgadm::firewall::enable_ip_forward().unwrap(),
-        "it was off"
-    );
+    assert!(wgadm::firewall::enable_ip_forward().unwrap(), "it was off");
     assert!(
         !wgadm::firewall::enable_ip_forward().unwrap(),
         "now it is on"
@@ -598,7 +595,7 @@ fn ip_forward_inside_a_namespace() {
 fn bench_firewall_ruleset_load() {
     let ns = Netns::new("bench");
     let nft = ns.nft();
-    println!("peers  render     first load  reload      unchanged  counters");
+    println!("peers  render     first load  reload      unchanged  counters  +1 peer in place (digest read included)");
     for n in [20, 250, 5000] {
         let state = state_with(n);
         let t = Instant::now();
@@ -619,17 +616,180 @@ fn bench_firewall_ruleset_load() {
         let t = Instant::now();
         assert_eq!(nft.drop_counters().unwrap().len(), active(&state));
         let counters = t.elapsed();
+        // One peer added, in place (after a first put that keeps the elements).
+        let cache = tempfile::tempdir().unwrap();
+        let kept = ns.nft().with_elements_dir(cache.path());
+        let base = Options::default();
+        kept.put(&changed, today(), &base, None).unwrap();
+        let mut more = changed.clone();
+        more.peers.insert(
+            "added".parse().unwrap(),
+            peer(Ipv4Addr::new(10, 100, 250, 250), 99_999, None),
+        );
+        let t = Instant::now();
+        let digest_now = kept.loaded_digest().unwrap();
+        let put = kept
+            .put(&more, today(), &base, digest_now.as_deref())
+            .unwrap();
+        let in_place = t.elapsed();
+        assert!(matches!(put, Put::Elements { .. }), "{put:?}");
         println!(
-            "{n:>5}  {:>9}  {:>10}  {:>10}  {:>9}  {:>8}   ({} KiB script)",
+            "{n:>5}  {:>9}  {:>10}  {:>10}  {:>9}  {:>8}  {:>8}   ({} KiB script)",
             ms(render),
             ms(load),
             ms(reload),
             ms(unchanged),
             ms(counters),
+            ms(in_place),
             text.len() / 1024
         );
         assert!(nft.remove().unwrap());
     }
+}
+
+/// Every set's elements in the table in force, each as nft's JSON of it, sorted: what two
+/// tables hold can be compared whatever order nft lists them in.
+fn elements_in_force(ns: &Netns) -> BTreeMap<String, Vec<String>> {
+    let json = ns.run(&["nft", "-j", "-s", "list", "table", "inet", "wgadm"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut out = BTreeMap::new();
+    for item in value["nftables"].as_array().unwrap() {
+        if let Some(set) = item.get("set") {
+            let name = set["name"].as_str().unwrap().to_owned();
+            let mut elems: Vec<String> = set
+                .get("elem")
+                .and_then(|e| e.as_array())
+                .map(|a| a.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            elems.sort();
+            out.insert(name, elems);
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root and nft: run via the README's test command"]
+fn peer_changes_update_the_elements_in_place_and_shape_changes_replace_the_table() {
+    let ns = Netns::new("inplace");
+    let fresh = Netns::new("fresh");
+    let cache = tempfile::tempdir().unwrap();
+    let nft = ns.nft().with_elements_dir(cache.path());
+    let base = Options::default();
+    let mut state = state_with(250);
+    let loaded = |nft: &Nft| nft.loaded_digest().unwrap();
+
+    // First load: the table, with a carried drop counter on the first peer.
+    let first = Ipv4Addr::new(10, 100, 0, 2);
+    let carried = Options {
+        carried_drops: [(
+            first,
+            Counter {
+                packets: 7,
+                bytes: 700,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..base.clone()
+    };
+    assert_eq!(
+        nft.put(&state, today(), &carried, None).unwrap(),
+        Put::Table
+    );
+    let wanted = |s: &State| digest(&ruleset(s, today(), &base)).unwrap().to_owned();
+    assert_eq!(loaded(&nft).as_deref(), Some(wanted(&state).as_str()));
+    assert_eq!(
+        nft.put(&state, today(), &base, loaded(&nft).as_deref())
+            .unwrap(),
+        Put::Unchanged
+    );
+
+    // Peers added, removed, re-enabled and with another access list: elements only.
+    let mut p = peer(Ipv4Addr::new(10, 100, 9, 9), 9999, None);
+    p.access = Some(vec!["172.30.0.0/16".parse().unwrap()]);
+    state.peers.insert("added".parse().unwrap(), p);
+    state.peers.remove(&"peer00003".parse().unwrap());
+    state
+        .peers
+        .get_mut(&"peer00049".parse().unwrap())
+        .unwrap()
+        .enabled = true;
+    state
+        .peers
+        .get_mut(&"peer00010".parse().unwrap())
+        .unwrap()
+        .access = Some(vec!["192.168.77.0/24".parse().unwrap()]);
+    let put = nft
+        .put(&state, today(), &base, loaded(&nft).as_deref())
+        .unwrap();
+    let Put::Elements { added, removed } = put else {
+        panic!("a peer change replaced the table: {put:?}");
+    };
+    println!("in place: {added} elements added, {removed} deleted");
+    assert!(added >= 4 && removed >= 3, "{put:?}");
+    assert_eq!(loaded(&nft).as_deref(), Some(wanted(&state).as_str()));
+    // The same elements as a table loaded from scratch for that state.
+    fresh
+        .nft()
+        .with_elements_dir(cache.path().join("fresh"))
+        .put(&state, today(), &base, None)
+        .unwrap();
+    assert_eq!(elements_in_force(&ns), elements_in_force(&fresh));
+    // The untouched peer kept counting: its counter was not reset.
+    assert_eq!(
+        nft.drop_counters().unwrap().get(&first),
+        Some(&Counter {
+            packets: 7,
+            bytes: 700
+        })
+    );
+
+    // An element deleted by hand: the in-place change is refused as a whole and the table
+    // is replaced instead, so what is in force is still exactly the state's.
+    ns.run(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        "wgadm",
+        "deny_drops",
+        "{",
+        "10.100.0.4",
+        "}",
+    ]);
+    state.peers.remove(&"peer00002".parse().unwrap());
+    assert_eq!(
+        nft.put(&state, today(), &base, loaded(&nft).as_deref())
+            .unwrap(),
+        Put::Table
+    );
+    assert_eq!(loaded(&nft).as_deref(), Some(wanted(&state).as_str()));
+    fresh
+        .nft()
+        .with_elements_dir(cache.path().join("fresh"))
+        .put(&state, today(), &base, None)
+        .unwrap();
+    assert_eq!(elements_in_force(&ns), elements_in_force(&fresh));
+
+    // A shape change (the listen port) replaces the table.
+    state.server.listen_port += 1;
+    assert_eq!(
+        nft.put(&state, today(), &base, loaded(&nft).as_deref())
+            .unwrap(),
+        Put::Table
+    );
+    // Without the kept elements (another cache, e.g. after a reboot) a peer change replaces
+    // the table too: correct, only slower.
+    state.peers.remove(&"peer00005".parse().unwrap());
+    let other = ns.nft().with_elements_dir(cache.path().join("empty"));
+    assert_eq!(
+        other
+            .put(&state, today(), &base, loaded(&nft).as_deref())
+            .unwrap(),
+        Put::Table
+    );
+    assert_eq!(loaded(&nft).as_deref(), Some(wanted(&state).as_str()));
 }
 
 fn ms(d: Duration) -> String {

@@ -54,26 +54,30 @@ pub fn firewall(ctx: &Ctx) -> Result<()> {
     let state = load_checked(ctx)?;
     let nft = &ctx.firewall;
     nft.preflight()?;
-    let options = Options {
-        carried_drops: nft.drop_counters()?,
-        ..firewall_options()
-    };
     let iface = state.server.interface.as_str();
-    let rules = ruleset(&state, ctx.today, &options);
+    let rules = ruleset(&state, ctx.today, &firewall_options());
     // The table first, verified, and only then forwarding: a refused ruleset leaves the
     // interface unable to forward rather than forwarding unfiltered.
-    let loaded = nft.apply(&rules).inspect_err(|_| {
-        firewall::close_gate_if_absent(nft, iface);
-    })?;
+    let put = nft
+        .loaded_digest()
+        .and_then(|loaded| nft.put(&state, ctx.today, &firewall_options(), loaded.as_deref()))
+        .inspect_err(|_| {
+            firewall::close_gate_if_absent(nft, iface);
+        })?;
+    let loaded = put != firewall::Put::Unchanged;
     let forward = firewall::open_gate(nft, digest(&rules), iface)?.ip_forward;
     if ctx.json {
         output::json(
             &serde_json::json!({ "changed": forward || loaded, "ip_forward_enabled": forward, "ruleset_loaded": loaded }),
         )
     } else {
-        output::print(match loaded {
-            true => "loaded nftables table inet wgadm\n",
-            false => "nftables table inet wgadm already in force\n",
+        output::print(&match put {
+            firewall::Put::Table => "loaded nftables table inet wgadm\n".to_owned(),
+            firewall::Put::Elements { added, removed } => format!(
+                "updated nftables table inet wgadm in place: {added} elements added, {removed} \
+                 deleted\n"
+            ),
+            firewall::Put::Unchanged => "nftables table inet wgadm already in force\n".to_owned(),
         })
     }
 }
@@ -140,9 +144,14 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
     let mut steps = Vec::new();
     if firewall_changed {
         let peers = state.active_peers(ctx.today).count();
-        steps.push(format!(
-            "load nftables table inet wgadm ({peers} active peers)"
-        ));
+        let wanted = digest(&rules).unwrap_or_default();
+        steps.push(match nft.can_update_in_place(loaded.as_deref(), wanted) {
+            true => format!(
+                "update nftables table inet wgadm in place: the peers' elements ({peers} \
+                 active peers)"
+            ),
+            false => format!("load nftables table inet wgadm ({peers} active peers)"),
+        });
     }
     if config_written {
         steps.push(format!("write {} (mode 0600)", path.display()));
@@ -199,15 +208,34 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
     // interface forwarding unfiltered (DESIGN.md "Firewall": the per-interface gate).
     let mut outcome = outcome;
     let opened = if firewall_changed {
-        // Per-peer drop counters survive the reload: read them from the table in force.
-        let options = Options {
-            carried_drops: nft.drop_counters()?,
-            ..firewall_options()
-        };
-        nft.load(&ruleset(&state, ctx.today, &options))
+        // Only the peers' elements changed: they change in place (one transaction); else the
+        // table is replaced, per-peer drop counters carried over.
+        let put = nft
+            .put(&state, ctx.today, &firewall_options(), loaded.as_deref())
             .inspect_err(|_| {
                 firewall::close_gate_if_absent(nft, iface.as_str());
             })?;
+        // Say what was done: the plan's guess may have met a table changed by hand.
+        let done = match put {
+            firewall::Put::Elements { added, removed } => Some(format!(
+                "update nftables table inet wgadm in place ({added} elements added, {removed} \
+                 deleted)"
+            )),
+            firewall::Put::Table => Some(format!(
+                "load nftables table inet wgadm ({} active peers)",
+                state.active_peers(ctx.today).count()
+            )),
+            firewall::Put::Unchanged => None,
+        };
+        if let (Some(done), Some(step)) = (
+            done,
+            outcome
+                .steps
+                .iter_mut()
+                .find(|s| s.contains("nftables table inet wgadm")),
+        ) {
+            *step = done;
+        }
         firewall::open_gate(nft, digest(&rules), iface.as_str())?
     } else {
         // Read and compared above, at the same time as the device.

@@ -27,10 +27,26 @@ pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<()> {
     // Without nft (or its table) there are no drop counters to show, which is no reason to fail.
     let drops = ctx.firewall.drop_counters().unwrap_or_default();
     let st = status(&state, observed.as_ref(), &drops, now, ctx.today);
+    // Which implementation serves the interface: the kernel module (netlink) or a userspace
+    // one such as wireguard-go (its UAPI socket). Only known while the interface exists.
+    let backend = observed
+        .as_ref()
+        .map(|_| ctx.device.backend_of(&state.server.interface));
     if ctx.json {
-        return output::json(&st);
+        let mut value = serde_json::to_value(&st)
+            .map_err(|e| crate::error::Error::Invalid(format!("cannot encode the status: {e}")))?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("backend".into(), backend.as_ref().map(|b| b.name()).into());
+        }
+        return output::json(&value);
     }
-    output::print(&table(&st))
+    let mut text = table(&st);
+    if let Some(b) = &backend {
+        // After the header line, before the peer table.
+        let at = text.find('\n').map_or(text.len(), |i| i + 1);
+        text.insert_str(at, &format!("backend: {b}\n"));
+    }
+    output::print(&text)
 }
 
 /// `--from-snapshot`: the daemon's latest snapshot, as written (`--json`) or as the table, with

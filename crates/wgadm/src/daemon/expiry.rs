@@ -4,7 +4,7 @@
 //!
 //! Why not the whole `apply`: it reads the server's private key and rewrites the wg-quick
 //! config, and the daemon runs read-only (wgadm.service: `ProtectSystem=strict`) and never
-//! opens a key file. Taking a peer off the device (`wg set IF peer KEY remove`) and loading
+//! opens a key file. Taking a peer off the device (a removal through the device layer) and loading
 //! the ruleset (`nft -f -`) need neither: CAP_NET_ADMIN is enough. The wg-quick config keeps
 //! the peer until the next `apply` (which leaves it out from its expiry day on); should the
 //! interface come up from that config meanwhile (a reboot, `systemctl restart wg-quick@wg0`),
@@ -23,7 +23,6 @@ use std::fs::File;
 use wgadm_core::device::Observed;
 use wgadm_core::events::{Level, Value};
 use wgadm_core::expiry::{self, Watch};
-use wgadm_core::firewall::{digest, ruleset, Options};
 use wgadm_core::{Date, State};
 
 use super::log::Logger;
@@ -125,18 +124,11 @@ impl Enforcer {
 /// Returns whether it loaded.
 fn reload_firewall(ctx: &Ctx, state: &State, today: Date) -> Result<bool> {
     let nft = &ctx.firewall;
-    let rules = ruleset(state, today, &firewall_options());
     match nft.loaded_digest()? {
         None => Ok(false),
-        Some(d) if Some(d.as_str()) == digest(&rules) => Ok(false),
-        Some(_) => {
-            // Drop counters survive the reload, as with `apply`.
-            let options = Options {
-                carried_drops: nft.drop_counters()?,
-                ..firewall_options()
-            };
-            nft.load(&ruleset(state, today, &options))?;
-            Ok(true)
-        }
+        // The expired peer's elements go in place (one transaction) when only they differ;
+        // drop counters survive either way, as with `apply`.
+        Some(d) => Ok(nft.put(state, today, &firewall_options(), Some(&d))?
+            != crate::firewall::Put::Unchanged),
     }
 }

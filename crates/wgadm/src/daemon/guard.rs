@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wgadm_core::events::Level;
-use wgadm_core::firewall::{digest, ruleset, Options, TABLE_NAME};
+use wgadm_core::firewall::{digest, ruleset, shape, Options, TABLE_NAME};
 use wgadm_core::snapshot::FirewallInfo;
 use wgadm_core::{Date, State};
 
@@ -395,20 +395,9 @@ impl Guard {
 
     fn check(&mut self, ctx: &Ctx, state: &State, logger: &Logger) -> Result<(), String> {
         let iface = state.server.interface.to_string();
-        let now = i64::try_from(super::unix_now()).unwrap_or(0);
-        let today = Date::from_unix_seconds(now);
-        let yesterday = Date::from_unix_seconds(now - 86_400);
+        let today = Date::from_unix_seconds(i64::try_from(super::unix_now()).unwrap_or(0));
         let wanted_of =
             |s: &State| digest(&ruleset(s, today, &firewall_options())).map(str::to_owned);
-        // The table wgadm loaded yesterday is its own, not tampering: it differs from today's
-        // only by the peers that expire today, and the expiry enforcer swaps it atomically in
-        // its first poll of the day. Shutting forwarding for it would cut every peer at midnight.
-        let wgadm_own = |s: &State, found: &Option<String>| {
-            found.is_some()
-                && (*found == wanted_of(s)
-                    || *found
-                        == digest(&ruleset(s, yesterday, &firewall_options())).map(str::to_owned))
-        };
         let listing = match self.nft.rules_listing() {
             Ok(l) => l,
             Err(e) => {
@@ -416,14 +405,32 @@ impl Guard {
                 return Err(e.to_string());
             }
         };
-        let found = listing.as_deref().and_then(digest).map(str::to_owned);
+        // The digest lives in one small set (the rules listing omits elements).
+        let found = match listing {
+            Some(_) => match self.nft.loaded_digest() {
+                Ok(d) => d,
+                Err(e) => {
+                    self.shut(&iface, logger, "firewall_missing", "nft cannot list it");
+                    return Err(e.to_string());
+                }
+            },
+            None => None,
+        };
         // Same digest, other rules: edited by hand under wgadm's comment. (A wgadm command
         // that loads a table changes the digest with the state.)
         let edited = matches!(
             (&self.known, &found, &listing),
             (Some((d, l)), Some(f), Some(now)) if d == f && l != now
         );
-        if wgadm_own(state, &found) && !edited {
+        // A table of the wanted shape whose peers' elements lag the state (a peer changed but
+        // not applied yet, or expiring at this midnight, which the expiry enforcer changes in
+        // place in this same poll) is wgadm's and filtering: in force. Putting the state's
+        // peers in is `apply`'s and the expiry's job, not a restore.
+        let current = |wanted: &Option<String>| match (&found, wanted) {
+            (Some(f), Some(w)) => shape(f) == shape(w),
+            _ => false,
+        };
+        if current(&wanted_of(state)) && !edited {
             self.remember(&found, &listing);
             return self.in_force(&iface, logger);
         }
@@ -450,7 +457,7 @@ impl Guard {
         let fresh = ctx.store.load().map_err(|e| e.to_string())?;
         let wanted = wanted_of(&fresh);
         // A newer table from a wgadm command (its digest moved with the state).
-        if wgadm_own(&fresh, &found) && !edited {
+        if current(&wanted) && !edited {
             self.remember(&found, &listing);
             return self.in_force(&iface, logger);
         }
@@ -466,11 +473,14 @@ impl Guard {
             carried_drops: self.nft.drop_counters().unwrap_or_default(),
             ..firewall_options()
         };
+        // Replaced whole (`None`: whatever is there is not trusted), its elements kept so the
+        // next peer change is made in place.
         self.nft
-            .load(&ruleset(&fresh, today, &options))
+            .put(&fresh, today, &options, None)
             .map_err(|e| e.to_string())?;
         let listing = self.nft.rules_listing().map_err(|e| e.to_string())?;
-        let now = listing.as_deref().and_then(digest);
+        let now = self.nft.loaded_digest().map_err(|e| e.to_string())?;
+        let now = now.as_deref();
         if now.is_none() || now != wanted.as_deref() {
             return Err(format!(
                 "table inet wgadm is not in force after loading it ({})",

@@ -1,7 +1,7 @@
 //! `wgadm daemon` (issue 5): watches the live interface and says what happens to it.
 //!
-//! Every `--interval` it reads the device (the UAPI socket of wireguard-go, else `wg show
-//! dump`), joins it with the state ([`wgadm_core::status`]), logs what changed
+//! Every `--interval` it reads the device through [`crate::device`] (netlink for the kernel,
+//! the UAPI socket for wireguard-go: one request, no process), joins it with the state ([`wgadm_core::status`]), logs what changed
 //! ([`wgadm_core::events`]: connected, disconnected, roamed, configuration changed, interface
 //! gone or back), writes the status snapshot atomically ([`snapshot`]) and hands it to the
 //! Prometheus endpoint ([`metrics`]). A reader thread ([`nflog`]) feeds the firewall's copies
@@ -23,7 +23,6 @@ pub mod log;
 pub mod metrics;
 pub mod nflog;
 pub mod snapshot;
-pub mod uapi;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -175,13 +174,10 @@ fn load_state(ctx: &Ctx) -> Result<Option<State>> {
     }
 }
 
-/// Reads the device: the UAPI socket when there is one, else `wg show dump`.
+/// Reads the device through the device layer (netlink or the UAPI socket, as `apply` does):
+/// one request, no process.
 fn observe(ctx: &Ctx, state: &State) -> Result<Option<Observed>> {
-    let iface = &state.server.interface;
-    if let Some(o) = uapi::get(iface) {
-        return Ok(Some(o));
-    }
-    Ok(ctx.device.show(iface)?)
+    Ok(ctx.device.show(&state.server.interface)?)
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
