@@ -276,7 +276,7 @@ def _api(state, method, path, params, user):
 # is refused rather than silently ignored.
 SUPPORTED = {"arch", "cores", "features", "hostname", "memory", "swap", "net0", "net1", "onboot", "startup", "tags",
              "unprivileged", "ostype", "dev0", "description", "rootfs", "ssh-public-keys", "ostemplate", "storage",
-             "node", "vmid", "start", "digest", "delete", "nameserver", "searchdomain", "timezone", "password", "cpuunits"}
+             "node", "vmid", "start", "digest", "delete", "force", "pool", "nameserver", "searchdomain", "timezone", "password", "cpuunits"}
 
 
 def _unsupported(params):
@@ -288,7 +288,10 @@ def _unsupported(params):
 def _create(state, params, user):
     _unsupported(params)
     vmid = params["vmid"]
+    if params.get("pool"):
+        raise ApiError(501, "the stand-in has no pools")
     if os.path.exists(state.conf_path(vmid)):
+        # force=1 would overwrite it on PVE; the stand-in refuses either way.
         raise ApiError(500, "CT %d already exists on node '%s'" % (vmid, state.node))
     tmpl = params["ostemplate"]
     m = re.fullmatch(r"local:vztmpl/(.+)", tmpl)
