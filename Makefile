@@ -42,6 +42,7 @@ test-netbox: setup
 # community.proxmox's site.yml run against a schema-checked Proxmox VE API stand-in backed by
 # real LXC (tests/pve/README.md). Not part of `make test` yet.
 test-pve: setup
+	python3 tests/pve/schema_test.py
 	bash tests/pve/test.sh
 
 lint:
