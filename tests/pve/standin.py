@@ -2,7 +2,7 @@
 """A Proxmox VE API stand-in for tests (README.md): HTTPS, API tokens, JSON under /api2/json,
 every request checked against PVE 9's own schema, containers made real by LXC (ct.sh).
 
-Usage: standin.py --listen 127.0.0.1:8006 --cert C --key K --token-file F --rig NAME
+Usage: standin.py --listen 127.0.0.1:8006 [--netns NS] --cert C --key K --token-file F --rig NAME
                   --node pve --state DIR [--template-cache FILE]
 The token file holds one line `USER@REALM!TOKENID=SECRET` (0600; never on a command line).
 """
@@ -494,6 +494,7 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", default="127.0.0.1:8006")
+    ap.add_argument("--netns", help="listen inside this network namespace (/run/netns/NAME)")
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--token-file", required=True)
@@ -501,6 +502,16 @@ def main():
     ap.add_argument("--node", default="pve")
     ap.add_argument("--state", required=True)
     args = ap.parse_args()
+    if args.netns:
+        # Only the network namespace: `ip netns exec` would also remount /sys, which hides the
+        # cgroup tree LXC needs to start a container.
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open("/run/netns/" + args.netns, os.O_RDONLY)
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            sys.exit("standin: setns %s: %s" % (args.netns, os.strerror(ctypes.get_errno())))
+        os.close(fd)
     if os.stat(args.token_file).st_mode & 0o077:
         sys.exit("standin: %s must be 0600 (it holds the API token)" % args.token_file)
     with open(args.token_file, encoding="utf-8") as f:

@@ -80,7 +80,7 @@ token_secret=$(python3 -c 'import uuid; print(uuid.uuid4())')
 (umask 077; printf 'root@pam!ansible=%s\n' "$token_secret" >"$pki/token")
 (umask 077; printf 'Authorization: PVEAPIToken=root@pam!ansible=%s\n' "$token_secret" >"$pki/header")
 mkdir -p "$work/pve"
-ip netns exec "$WGADM_LXC_NS_CONTROLLER" python3 tests/pve/standin.py --listen 127.0.0.1:8006 --cert "$pki/node.pem" --key "$pki/node.key" \
+python3 tests/pve/standin.py --netns "$WGADM_LXC_NS_CONTROLLER" --listen 127.0.0.1:8006 --cert "$pki/node.pem" --key "$pki/node.key" \
   --token-file "$pki/token" --rig "$name" --node pve --state "$work/pve" >"$work/standin.log" 2>&1 &
 standin_pid=$!
 api() { # METHOD PATH [curl args...]: prints "HTTP_CODE BODY"
