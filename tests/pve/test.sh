@@ -20,6 +20,9 @@ standin_pid=""
 rig_up=0
 
 cleanup() {
+  # The container's LXC command socket lives in the controller's network namespace (where the
+  # stand-in started it): stop it from there, then the stand-in, then the rig.
+  [ "$rig_up" = 1 ] && ip netns exec "wgadm-lxc-$name-ctl" lxc-stop -P /var/lib/lxc -n "wgadm-lxc-$name" -k >/dev/null 2>&1 || true
   [ -n "$standin_pid" ] && kill "$standin_pid" 2>/dev/null || true
   for f in "$work"/wg-go/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   [ "$rig_up" = 1 ] && bash tests/lxc/down.sh "$name" >/dev/null 2>&1 || true
@@ -65,7 +68,9 @@ bash tests/pve/ct.sh lab "$name"
 . "/tmp/wgadm-lxc-$name/env"
 read -r -a clients <<<"$WGADM_LXC_NS_CLIENTS"
 in_ctl() { ip netns exec "$WGADM_LXC_NS_CONTROLLER" "$@"; }
-on_ct() { bash tests/lxc/exec.sh "$name" "$@"; }
+# lxc-attach cannot reach the container: its command socket is in the stand-in's network
+# namespace (abstract sockets are per namespace); ssh from the controller can.
+on_ct() { bash tests/lxc/ssh.sh "$name" "$@"; }
 
 echo "== the stand-in: its CA, certificate and API token"
 pki=$work/pki
@@ -241,7 +246,7 @@ bob_key=$("$wgadm" --json peer show bob | python3 -c 'import json,sys; print(jso
 "$wgadm" peer remove bob >/dev/null
 t=$(now); recap=$(playbook) || true; t_peer=$(since "$t")
 check "site.yml for one removed peer (${t_peer} s, SC-005: under 120 s)" awk -v t="$t_peer" 'BEGIN { exit !(t < 120) }'
-check "bob is gone from the server's interface" bash -c "! bash tests/lxc/exec.sh $name wg show wg0 peers | grep -qF '$bob_key'"
+check "bob is gone from the server's interface" bash -c "! bash tests/lxc/ssh.sh $name wg show wg0 peers | grep -qF '$bob_key'"
 check "... and from its state" on_ct test ! -e /etc/wgadm/peers/bob.yml
 
 echo "== times: first run ${t_first} s, second run ${t_second} s, a peer change ${t_peer} s"
