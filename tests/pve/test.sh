@@ -237,7 +237,7 @@ touch crates/wgadm/src/main.rs
 new_version=$(build_deb)
 check "the rebuilt package has a new version ($deb_version -> $new_version)" test "$new_version" != "$deb_version"
 recap=$(playbook) || true
-check "site.yml installs it" test "$(on_ct dpkg-query -W -f '${Version}' wgadm)" = "$new_version"
+check "site.yml installs it" test "$(on_ct dpkg-query -W wgadm | awk '{print $2}')" = "$new_version"
 pid_after=$(on_ct systemctl show -p MainPID --value wgadm.service)
 check "wgadm.service restarted ($pid_before -> $pid_after)" test "$pid_after" != "$pid_before" -a "$pid_after" != 0
 
