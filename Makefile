@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox test-failclosed
+.PHONY: demo test lint bench setup build deb test-zabbix test-ansible test-netbox test-failclosed test-pve
 
 setup:
 	bash scripts/setup.sh
@@ -53,14 +53,21 @@ test-netbox: setup
 test-vm: setup
 	bash tests/vm/run.sh
 
+# community.proxmox's site.yml run against a schema-checked Proxmox VE API stand-in backed by
+# real LXC (tests/pve/README.md). Not part of `make test` yet.
+test-pve: setup
+	python3 tests/pve/schema_test.py
+	bash tests/pve/test.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	cd ansible && ansible-lint
 
-# The Debian package the Ansible role installs (target/debian/wgadm.deb).
+# The Debian package the Ansible role installs (target/debian/wgadm.deb). Its version is the
+# crate's plus the build time and commit (scripts/deb-version.sh), so apt installs every rebuild.
 deb: setup
-	$(CARGO) deb -p wgadm --locked --output target/debian/wgadm.deb
+	$(CARGO) deb -p wgadm --locked --deb-version "$$(bash scripts/deb-version.sh)" --output target/debian/wgadm.deb
 
 bench: build
 	bash scripts/bench.sh

@@ -6,7 +6,9 @@ set -euo pipefail
 apt_packages=(wireguard-tools wireguard-go nftables iproute2 iputils-ping iperf3 zbar-tools procps faketime libsqlite3-dev pkg-config strace)
 # The `ansible` bundle brings ansible-core and the community.proxmox collection the Proxmox
 # role uses; ansible-lint checks the collection.
-pip_packages=(ansible==12.3.0 ansible-lint==26.10.1)
+# proxmoxer: community.proxmox runs on the controller in tests/pve (on a PVE host the role
+# installs python3-proxmoxer from Debian).
+pip_packages=(ansible==12.3.0 ansible-lint==26.10.1 proxmoxer==2.3.0)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -24,7 +26,7 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
   cargo install --quiet --locked cargo-deb
 fi
 
-if ! python3 -m pip show ansible ansible-lint >/dev/null 2>&1; then
+if ! python3 -m pip show ansible ansible-lint proxmoxer >/dev/null 2>&1; then
   echo "setup: installing ${pip_packages[*]}" >&2
   python3 -m pip install --quiet --disable-pip-version-check "${pip_packages[@]}"
 fi
