@@ -379,6 +379,8 @@ fn peer_suffix(peer: &Option<Key>) -> String {
 pub struct Device {
     iface: String,
     backend: Backend,
+    /// The network namespace whose kernel interface this is (`None`: the caller's own).
+    netns: Option<PathBuf>,
 }
 
 /// The operations wgadm needs from a device, as a trait so that the shell can be tested with a
@@ -405,7 +407,16 @@ impl Device {
         Ok(Device {
             iface: iface.to_owned(),
             backend,
+            netns: None,
         })
+    }
+
+    /// Talks to the kernel in the network namespace `netns` (a file such as `/run/netns/NAME`)
+    /// instead of the caller's own. Userspace sockets are files, which namespaces do not
+    /// separate, so this matters only for the kernel backend.
+    pub fn in_netns(mut self, netns: impl Into<PathBuf>) -> Device {
+        self.netns = Some(netns.into());
+        self
     }
 
     /// The interface name.
@@ -417,7 +428,7 @@ impl Device {
 impl WireGuard for Device {
     fn read(&self) -> Result<Interface, Error> {
         match &self.backend {
-            Backend::Kernel => netlink::read(&self.iface),
+            Backend::Kernel => netlink::read(&self.iface, self.netns.as_deref()),
             Backend::Userspace { socket } => uapi::read(&self.iface, socket),
         }
     }
@@ -427,7 +438,7 @@ impl WireGuard for Device {
             return Ok(());
         }
         match &self.backend {
-            Backend::Kernel => netlink::apply(&self.iface, changes),
+            Backend::Kernel => netlink::apply(&self.iface, changes, self.netns.as_deref()),
             Backend::Userspace { socket } => uapi::apply(&self.iface, socket, changes),
         }
     }

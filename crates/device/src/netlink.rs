@@ -12,6 +12,7 @@
 //! The socket is `netlink-sys`, already used by the daemon.
 
 use std::io;
+use std::path::Path;
 
 use ipnet::IpNet;
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
@@ -649,13 +650,17 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(iface: &str) -> Result<Connection, Error> {
+    fn open(iface: &str, netns: Option<&Path>) -> Result<Connection, Error> {
         let io_err = |source: io::Error| Error::Io {
             iface: iface.to_owned(),
             channel: "netlink".into(),
             source,
         };
-        let mut socket = Socket::new(NETLINK_GENERIC).map_err(io_err)?;
+        let mut socket = match netns {
+            None => Socket::new(NETLINK_GENERIC),
+            Some(ns) => socket_in(ns),
+        }
+        .map_err(io_err)?;
         socket.bind_auto().map_err(io_err)?;
         socket.connect(&SocketAddr::new(0, 0)).map_err(io_err)?;
         let mut conn = Connection {
@@ -758,9 +763,30 @@ impl Connection {
     }
 }
 
+/// A generic netlink socket in the network namespace `netns` (a file such as
+/// `/run/netns/NAME`). A socket belongs to the namespace it was created in for its whole life,
+/// so a short-lived thread enters the namespace, creates it and ends; the caller's threads stay
+/// where they are.
+fn socket_in(netns: &Path) -> io::Result<Socket> {
+    let ns = std::fs::File::open(netns)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on this thread only, with a namespace fd we hold open.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Socket::new(NETLINK_GENERIC)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}
+
 /// Reads the interface with a `WG_CMD_GET_DEVICE` dump.
-pub(crate) fn read(iface: &str) -> Result<Interface, Error> {
-    let mut conn = Connection::open(iface)?;
+pub(crate) fn read(iface: &str, netns: Option<&Path>) -> Result<Interface, Error> {
+    let mut conn = Connection::open(iface, netns)?;
     let seq = conn.next_seq();
     conn.send(&encode_get(conn.family, iface, seq))?;
     let mut reader = DumpReader::default();
@@ -773,8 +799,8 @@ pub(crate) fn read(iface: &str) -> Result<Interface, Error> {
 }
 
 /// Applies a change set with `WG_CMD_SET_DEVICE` messages, each acknowledged before the next.
-pub(crate) fn apply(iface: &str, changes: &ChangeSet) -> Result<(), Error> {
-    let mut conn = Connection::open(iface)?;
+pub(crate) fn apply(iface: &str, changes: &ChangeSet, netns: Option<&Path>) -> Result<(), Error> {
+    let mut conn = Connection::open(iface, netns)?;
     let first = conn.seq.wrapping_add(1);
     let messages = encode_set(conn.family, iface, changes, first, MESSAGE_LIMIT);
     for (i, message) in messages.iter().enumerate() {

@@ -175,6 +175,8 @@ pub struct Backend {
     /// `Some(program)`: systemd manages wg-quick@IF through this systemctl (for tests);
     /// `None`: find out ([`Backend::systemd_manages`]).
     systemctl: Option<PathBuf>,
+    /// The network namespace of the kernel interfaces (`None`: this process's own).
+    netns: Option<PathBuf>,
 }
 
 impl Backend {
@@ -187,7 +189,16 @@ impl Backend {
             userspace: None,
             socket_dir: wgadm_device::SOCKET_DIR.into(),
             systemctl: None,
+            netns: None,
         }
+    }
+
+    /// Reads and changes kernel interfaces in the network namespace `netns` (a file such as
+    /// `/run/netns/NAME`), for a caller that runs in another one (the lab's tests, whose
+    /// `wg-quick` runs under `ip netns exec`).
+    pub fn with_netns(mut self, netns: impl Into<PathBuf>) -> Self {
+        self.netns = Some(netns.into());
+        self
     }
 
     /// Uses this `wg-quick` program (a name looked up on PATH, or a path).
@@ -241,7 +252,12 @@ impl Backend {
 
     /// The device layer's handle on `iface`.
     fn device(&self, iface: &InterfaceName) -> Result<Device, DeviceError> {
-        Device::with_backend(iface.as_str(), self.backend_of(iface)).map_err(DeviceError::device)
+        let device = Device::with_backend(iface.as_str(), self.backend_of(iface))
+            .map_err(DeviceError::device)?;
+        Ok(match &self.netns {
+            Some(ns) => device.in_netns(ns),
+            None => device,
+        })
     }
 
     /// Checks that everything needed to run an interface is installed: `wg` and `wg-quick`

@@ -90,7 +90,8 @@ impl Vpn {
         let wg_quick = lab.ns_tool(&lab.server, "wg-quick");
         let backend = Backend::new(config_dir.path().to_path_buf())
             .with_wg_quick(&wg_quick)
-            .with_userspace(lab.userspace_wrapper());
+            .with_userspace(lab.userspace_wrapper())
+            .with_netns(format!("/run/netns/{}", lab.server));
         backend.preflight().unwrap();
         let vpn = Vpn {
             state,

@@ -103,7 +103,8 @@ impl Vpn {
         let config_dir = tempfile::tempdir().unwrap();
         let backend = Backend::new(config_dir.path().to_path_buf())
             .with_wg_quick(lab.ns_tool(&lab.server, "wg-quick"))
-            .with_userspace(lab.userspace_wrapper());
+            .with_userspace(lab.userspace_wrapper())
+            .with_netns(format!("/run/netns/{}", lab.server));
         backend.preflight().unwrap();
         let nft = Nft::with_command("ip", ["netns", "exec", lab.server.as_str(), "nft"]);
         nft.preflight().unwrap();
