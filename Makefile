@@ -22,6 +22,8 @@ test: setup
 	$(MAKE) --no-print-directory test-ansible
 	$(MAKE) --no-print-directory test-netbox
 	$(MAKE) --no-print-directory test-failclosed
+	$(MAKE) --no-print-directory test-pve
+	$(MAKE) --no-print-directory test-vm
 
 # The Ansible collection against an unprivileged Debian 13 LXC container standing in for CT 90
 # (tests/lxc; the first run debootstraps and caches the rootfs).
@@ -54,7 +56,7 @@ test-vm: setup
 	bash tests/vm/run.sh
 
 # community.proxmox's site.yml run against a schema-checked Proxmox VE API stand-in backed by
-# real LXC (tests/pve/README.md). Not part of `make test` yet.
+# real LXC (tests/pve/README.md).
 test-pve: setup
 	python3 tests/pve/schema_test.py
 	bash tests/pve/test.sh
