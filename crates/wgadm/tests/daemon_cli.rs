@@ -27,6 +27,9 @@ fn daemon(env: &Env, log: &Path, journal: bool) -> Child {
         "--no-handshake-log",
         "--snapshot",
         "off",
+        // This daemon runs in the host's network namespace: its firewall guard would load
+        // `table inet wgadm` there, add the gate rule and switch IPv4 forwarding on.
+        "--no-firewall-guard",
     ])
     .env_remove("JOURNAL_STREAM")
     .stdout(Stdio::null())
