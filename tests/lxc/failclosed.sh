@@ -33,25 +33,7 @@ work=$(mktemp -d)
 client_if=wgfc$$
 client_pid=
 
-check() {
-  local what=$1 rc
-  shift
-  set +e
-  (
-    set -e
-    "$@"
-  ) >"$out_file" 2>&1
-  rc=$?
-  set -e
-  if [ "$rc" = 0 ]; then
-    passed=$((passed + 1))
-    printf 'ok   %s\n' "$what"
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$what"
-    tail -n 20 "$out_file" | sed 's/^/     | /'
-  fi
-}
+check() { lxcrig_check "$@"; }
 
 ct() { lxcrig_exec "$name" "$@"; }
 in_ns() {

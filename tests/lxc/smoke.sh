@@ -18,25 +18,7 @@ out_file=$(mktemp)
 
 # check WHAT FUNCTION: runs FUNCTION in a subshell with errexit (not in an `if`, where bash would
 # ignore errexit inside it), so its first failing command fails the check.
-check() {
-  local what=$1 rc
-  shift
-  set +e
-  (
-    set -e
-    "$@"
-  ) >"$out_file" 2>&1
-  rc=$?
-  set -e
-  if [ "$rc" = 0 ]; then
-    passed=$((passed + 1))
-    printf 'ok   %s\n' "$what"
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$what"
-    tail -n 15 "$out_file" | sed 's/^/     | /'
-  fi
-}
+check() { lxcrig_check "$@"; }
 
 ct() { lxcrig_exec "$name" "$@"; }
 in_ns() {

@@ -18,8 +18,6 @@
 //! loads a ruleset older than what such a command loaded. Only a table in force is replaced: a
 //! server without wgadm's table gets none from the daemon.
 
-use std::fs::File;
-
 use wgadm_core::device::Observed;
 use wgadm_core::events::{Level, Value};
 use wgadm_core::expiry::{self, Watch};
@@ -72,12 +70,10 @@ impl Enforcer {
     /// hand edit gone wrong), its expired peers still go off the device, and the firewall
     /// waits for a state that loads (the error is logged, and tried again every poll).
     fn enforce(&mut self, ctx: &Ctx, cached: &State, today: Date, logger: &Logger) -> Result<bool> {
-        let dir = File::open(ctx.store.dir()).map_err(|e| Error::io(ctx.store.dir(), e))?;
-        match dir.try_lock_shared() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(ctx.store.dir(), e)),
-        }
+        // The store's lock, which also finishes an interrupted change first; busy: next poll.
+        let Some(lock) = ctx.store.try_lock_shared()? else {
+            return Ok(false);
+        };
         let (fresh, unloadable) = match ctx.store.load() {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e)),
@@ -115,7 +111,7 @@ impl Enforcer {
                 ],
             );
         }
-        drop(dir);
+        drop(lock);
         Ok(!remove.is_empty())
     }
 }

@@ -20,7 +20,6 @@
 //! Whether the table is in force goes into the snapshot and the metrics
 //! (`wgadm_firewall_in_force`), so monitoring can alert.
 
-use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -444,16 +443,11 @@ impl Guard {
         }
         // The state on disk may be newer than the loop's (an apply just loaded its table):
         // read it under the shared lock, held while restoring so no apply runs meanwhile.
-        let dir = File::open(ctx.store.dir()).map_err(|e| e.to_string())?;
-        match dir.try_lock_shared() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                // A wgadm command is at work and will put its own table in force.
-                self.shared.dirty.store(true, Ordering::Relaxed);
-                return Ok(());
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e.to_string()),
-        }
+        let Some(state_lock) = ctx.store.try_lock_shared().map_err(|e| e.to_string())? else {
+            // A wgadm command is at work and will put its own table in force.
+            self.shared.dirty.store(true, Ordering::Relaxed);
+            return Ok(());
+        };
         let fresh = ctx.store.load().map_err(|e| e.to_string())?;
         let wanted = wanted_of(&fresh);
         // A newer table from a wgadm command (its digest moved with the state).
@@ -489,7 +483,7 @@ impl Guard {
         }
         firewall::switch_on(&iface).map_err(|e| e.to_string())?;
         self.remember(&wanted, &listing);
-        drop(dir);
+        drop(state_lock);
         let window = self
             .missing_since
             .take()
