@@ -694,6 +694,97 @@ mod tests {
         assert!(!text.contains("log "), "{text}");
     }
 
+    /// Varied states rendered in full, compared byte for byte with the scripts in
+    /// `testdata/firewall/` (the renderer's shape is free to change, its output is not).
+    /// `WGADM_BLESS=1 cargo test -p wgadm-core golden` rewrites them after an intended change.
+    fn golden_cases() -> Vec<(&'static str, State, Options)> {
+        let mut full = small();
+        full.server.allowed_sources = vec![
+            "203.0.113.0/25".parse().unwrap(),
+            "203.0.113.128/25".parse().unwrap(),
+            "198.51.100.7/32".parse().unwrap(),
+        ];
+        full.server.deny = vec![
+            "172.16.10.0/24".parse().unwrap(),
+            "172.16.10.5/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        full.server.inbound = Inbound::Allow;
+        let mut erin = peer("192.168.100.7", 5);
+        erin.access = Some(vec![
+            "192.168.100.0/24".parse().unwrap(),
+            "192.168.100.8/30".parse().unwrap(),
+            "10.20.0.0/16".parse().unwrap(),
+            "10.21.0.0/16".parse().unwrap(),
+        ]);
+        full.peers.insert("erin".parse().unwrap(), erin);
+        let full_options = Options {
+            handshake_log: Some(HANDSHAKE_LOG),
+            log_denied: Some(LogTarget::Kernel),
+            carried_drops: [
+                (
+                    "192.168.100.2".parse().unwrap(),
+                    Counter {
+                        packets: 3,
+                        bytes: 180,
+                    },
+                ),
+                (
+                    "192.168.100.4".parse().unwrap(),
+                    Counter {
+                        packets: 9,
+                        bytes: 900,
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let mut empty = state("10.8.0.0/24", "10.8.0.1");
+        empty.server.nat = Nat::None;
+        empty.server.interface = "wgvpn".parse().unwrap();
+        empty.server.listen_port = 443;
+        empty.server.access = vec!["10.8.0.0/24".parse().unwrap()];
+        let group = Options {
+            log_denied: Some(LogTarget::Group(9)),
+            ..Options::default()
+        };
+        let mut lone = empty.clone();
+        lone.peers
+            .insert("frank".parse().unwrap(), peer("10.8.0.2", 6));
+        vec![
+            ("small", small(), Options::default()),
+            ("everything", full, full_options),
+            ("empty-no-nat", empty, group.clone()),
+            ("peer-to-peer-only", lone, group),
+        ]
+    }
+
+    #[test]
+    fn golden_scripts_are_unchanged() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/firewall");
+        let bless = std::env::var_os("WGADM_BLESS").is_some();
+        for (name, state, options) in golden_cases() {
+            let text = ruleset(&state, today(), &options);
+            assert_eq!(
+                digest(&text),
+                Some(ruleset_digest(&state, today(), &options).as_str())
+            );
+            let path = dir.join(format!("{name}.nft"));
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            }
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (WGADM_BLESS=1 writes it)", path.display()));
+            assert!(
+                text == want,
+                "{name}: the script differs from {}:\n{text}",
+                path.display()
+            );
+        }
+    }
+
     #[test]
     fn disabled_and_expired_peers_have_no_element() {
         let text = ruleset(&small(), today(), &Options::default());
