@@ -68,7 +68,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Inbound, Nat};
+use crate::model::{Inbound, Nat, Server};
 use crate::{Date, State};
 
 /// The family of wgadm's table.
@@ -307,14 +307,21 @@ struct Elements {
     masquerade_to: Vec<Ipv4Net>,
 }
 
+impl Elements {
+    /// No elements: what the SHAPE half of the digest is rendered with.
+    fn none() -> Self {
+        Elements {
+            peers: BTreeSet::new(),
+            access: Vec::new(),
+            peer_access: Vec::new(),
+            masquerade_to: Vec::new(),
+        }
+    }
+}
+
 fn elements(state: &State, today: Date) -> Elements {
     let subnet = state.server.subnet.trunc();
-    let mut e = Elements {
-        peers: BTreeSet::new(),
-        access: Vec::new(),
-        peer_access: Vec::new(),
-        masquerade_to: Vec::new(),
-    };
+    let mut e = Elements::none();
     let mut reached = Vec::new();
     for (_, peer) in state.active_peers(today) {
         // `check` refuses two peers with one address; should it slip through, the first
@@ -354,6 +361,25 @@ fn set(out: &mut String, name: &str, kind: &str, elements: &[String]) {
     out.push_str("\t}\n");
 }
 
+/// The type line of a set of IPv4 networks.
+const INTERVAL: &str = "type ipv4_addr\n\t\tflags interval";
+/// The type line of a set of peer address . network pairs.
+const PAIR_INTERVAL: &str = "type ipv4_addr . ipv4_addr\n\t\tflags interval";
+
+/// Writes a set of networks, after its comment line.
+fn net_set(out: &mut String, comment: &str, name: &str, nets: &[Ipv4Net]) {
+    out.push_str(comment);
+    let elements: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    set(out, name, INTERVAL, &elements);
+}
+
+/// Writes a set of peer address . network pairs, after its comment lines.
+fn pair_set(out: &mut String, comment: &str, name: &str, pairs: &[(Ipv4Addr, Ipv4Net)]) {
+    out.push_str(comment);
+    let elements: Vec<String> = pairs.iter().map(|(a, n)| format!("{a} . {n}")).collect();
+    set(out, name, PAIR_INTERVAL, &elements);
+}
+
 /// The script, and the byte offset of the digest placeholder in it. Without `with_elements`
 /// the peers' sets are rendered empty (the SHAPE the digest's first half covers).
 fn render(
@@ -364,22 +390,54 @@ fn render(
     with_elements: bool,
 ) -> (String, usize) {
     let s = &state.server;
-    let mut e = elements(state, today);
-    if !with_elements {
-        e = Elements {
-            peers: BTreeSet::new(),
-            access: Vec::new(),
-            peer_access: Vec::new(),
-            masquerade_to: Vec::new(),
-        };
-    }
-    let iface = s.interface.as_str();
-    let subnet = s.subnet.trunc();
-    let port = s.listen_port;
+    let e = if with_elements {
+        elements(state, today)
+    } else {
+        Elements::none()
+    };
+    let allowed = Ipv4Net::aggregate(&s.allowed_sources.iter().map(Ipv4Net::trunc).collect());
     let mut out = String::with_capacity(
         2048 + 64 * (e.access.len() + e.peer_access.len()) + 48 * e.peers.len(),
     );
 
+    prologue(&mut out);
+    let at = digest_set(&mut out);
+    deny_set(&mut out, s);
+    peer_sets(&mut out, s, &e, options, counters);
+    if !allowed.is_empty() {
+        net_set(
+            &mut out,
+            "\n\t# Who may reach the listen port (SR-005).",
+            "allowed_sources",
+            &allowed,
+        );
+    }
+    if s.nat == Nat::Masquerade {
+        net_set(
+            &mut out,
+            "\n\t# The access networks of the active peers, masqueraded toward.",
+            "masquerade_to",
+            &e.masquerade_to,
+        );
+    }
+    input_chain(&mut out, s, options, allowed.is_empty());
+    if let Some(h) = options.handshake_log {
+        output_chain(&mut out, s, h);
+    }
+    prerouting_chain(&mut out, s);
+    forward_chain(&mut out, s);
+    vpn_chains(&mut out, s);
+    denied_chain(&mut out, options);
+    if s.nat == Nat::Masquerade {
+        postrouting_chain(&mut out, s);
+    }
+    out.push_str("}\n");
+    (out, at)
+}
+
+/// The script's first lines, up to the opening of the table: one transaction that creates
+/// the table if missing (so the delete never fails), deletes it, and builds it anew.
+fn prologue(out: &mut String) {
     let _ = write!(
         out,
         "#!/usr/sbin/nft -f\n\
@@ -387,23 +445,38 @@ fn render(
          # transaction: the table is created if missing, deleted, and built anew.\n\
          table {TABLE_FAMILY} {TABLE_NAME}\n\
          delete table {TABLE_FAMILY} {TABLE_NAME}\n\
-         table {TABLE_FAMILY} {TABLE_NAME} {{\n\
-         \tcomment \"wgadm: see set {DIGEST_SET} for the ruleset in force\"\n\
+         table {TABLE_FAMILY} {TABLE_NAME} {{\n"
+    );
+}
+
+/// The table's comment and the [`DIGEST_SET`] with a zero placeholder for the digest;
+/// returns the byte offset of the placeholder.
+fn digest_set(out: &mut String) -> usize {
+    let _ = write!(
+        out,
+        "\tcomment \"wgadm: see set {DIGEST_SET} for the ruleset in force\"\n\
          \n\t# Which ruleset this is (SHAPE-ELEMENTS), readable without listing the other sets.\n\
          \tset {DIGEST_SET} {{\n\t\ttype mark\n\t\telements = {{ 0 comment \"{DIGEST_PREFIX}"
     );
     let at = out.len();
     out.push_str("0000000000000000-0000000000000000\" }\n\t}\n");
+    at
+}
 
+/// `deny`, aggregated: nft refuses overlapping intervals in one set.
+fn deny_set(out: &mut String, s: &Server) {
     let deny = Ipv4Net::aggregate(&s.deny.iter().map(Ipv4Net::trunc).collect());
-    out.push_str("\n\t# Never reachable from the VPN, whatever an access list says.");
-    set(
-        &mut out,
+    net_set(
+        out,
+        "\n\t# Never reachable from the VPN, whatever an access list says.",
         "deny",
-        "type ipv4_addr\n\t\tflags interval",
-        &deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        &deny,
     );
+}
 
+/// The peers' sets: `deny_drops` (with the carried counters when `counters`), `access` and
+/// `peer_access`.
+fn peer_sets(out: &mut String, s: &Server, e: &Elements, options: &Options, counters: bool) {
     out.push_str("\n\t# Drops toward `deny`, counted per peer.");
     let peers: Vec<String> = e
         .peers
@@ -413,49 +486,25 @@ fn render(
             _ => a.to_string(),
         })
         .collect();
-    set(
-        &mut out,
-        DENY_DROPS_SET,
-        "type ipv4_addr\n\t\tcounter",
-        &peers,
+    set(out, DENY_DROPS_SET, "type ipv4_addr\n\t\tcounter", &peers);
+
+    pair_set(
+        out,
+        "\n\t# Peer address . a network of its access list.",
+        "access",
+        &e.access,
     );
+    let comment = format!(
+        "\n\t# Peer address . a network of its access list inside the VPN subnet {}:\n\
+         \t# peer-to-peer is open only where it is named there.",
+        s.subnet.trunc()
+    );
+    pair_set(out, &comment, "peer_access", &e.peer_access);
+}
 
-    let pairs = |list: &[(Ipv4Addr, Ipv4Net)]| -> Vec<String> {
-        list.iter().map(|(a, n)| format!("{a} . {n}")).collect()
-    };
-    let concat = "type ipv4_addr . ipv4_addr\n\t\tflags interval";
-    out.push_str("\n\t# Peer address . a network of its access list.");
-    set(&mut out, "access", concat, &pairs(&e.access));
-    out.push_str(&format!(
-        "\n\t# Peer address . a network of its access list inside the VPN subnet {subnet}:\n\
-         \t# peer-to-peer is open only where it is named there."
-    ));
-    set(&mut out, "peer_access", concat, &pairs(&e.peer_access));
-
-    let allowed = Ipv4Net::aggregate(&s.allowed_sources.iter().map(Ipv4Net::trunc).collect());
-    if !allowed.is_empty() {
-        out.push_str("\n\t# Who may reach the listen port (SR-005).");
-        set(
-            &mut out,
-            "allowed_sources",
-            "type ipv4_addr\n\t\tflags interval",
-            &allowed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        );
-    }
-    if s.nat == Nat::Masquerade {
-        out.push_str("\n\t# The access networks of the active peers, masqueraded toward.");
-        set(
-            &mut out,
-            "masquerade_to",
-            "type ipv4_addr\n\t\tflags interval",
-            &e.masquerade_to
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-        );
-    }
-
-    // input: the VPN first, so the listen-port rules below never see tunnelled traffic.
+/// `input`: the VPN first, so the listen-port rules below never see tunnelled traffic.
+fn input_chain(out: &mut String, s: &Server, options: &Options, open_to_anyone: bool) {
+    let (iface, port) = (s.interface.as_str(), s.listen_port);
     let _ = write!(
         out,
         "\n\tchain input {{\n\
@@ -472,7 +521,7 @@ fn render(
             h.initiation_group
         );
     }
-    if allowed.is_empty() {
+    if open_to_anyone {
         let _ = writeln!(
             out,
             "\t\tudp dport {port} accept comment \"WireGuard: open to anyone\""
@@ -485,23 +534,28 @@ fn render(
         );
     }
     out.push_str("\t}\n");
+}
 
-    if let Some(h) = options.handshake_log {
-        let _ = write!(
-            out,
-            "\n\tchain output {{\n\
-             \t\ttype filter hook output priority filter; policy accept;\n\
-             \t\tudp sport {port} udp length 100 @th,64,32 0x02000000 log group {g} \
-             comment \"handshake responses\"\n\
-             \t\tudp sport {port} udp length 72 @th,64,32 0x03000000 log group {g} \
-             comment \"cookie replies\"\n\
-             \t}}\n",
-            g = h.response_group
-        );
-    }
+/// `output`: copies handshake responses and cookie replies to NFLOG for the daemon.
+fn output_chain(out: &mut String, s: &Server, h: HandshakeLog) {
+    let port = s.listen_port;
+    let _ = write!(
+        out,
+        "\n\tchain output {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         \t\tudp sport {port} udp length 100 @th,64,32 0x02000000 log group {g} \
+         comment \"handshake responses\"\n\
+         \t\tudp sport {port} udp length 72 @th,64,32 0x03000000 log group {g} \
+         comment \"cookie replies\"\n\
+         \t}}\n",
+        g = h.response_group
+    );
+}
 
-    // The mark the gate rule looks for: set before the routing decision, in the same table,
-    // so it exists exactly as long as the table does.
+/// `prerouting`: the mark the gate rule looks for, set before the routing decision in the
+/// same table, so it exists exactly as long as the table does.
+fn prerouting_chain(out: &mut String, s: &Server) {
+    let iface = s.interface.as_str();
     let _ = write!(
         out,
         "\n\tchain prerouting {{\n\
@@ -509,16 +563,20 @@ fn render(
          \t\tiifname \"{iface}\" meta mark set meta mark | {GATE_MARK:#x} comment \"routed only while this table is in force\"\n\
          \t}}\n"
     );
+}
 
+/// `forward`: from the VPN to `vpn_forward`. Toward the VPN from outside it (`vpn_forward`
+/// ends in a verdict, so peer-to-peer never gets here): replies to the peers' own flows pass;
+/// a new connection only with `inbound: allow`. Anything else (invalid, untracked) is dropped
+/// too: fail closed.
+fn forward_chain(out: &mut String, s: &Server) {
+    let iface = s.interface.as_str();
     let _ = write!(
         out,
         "\n\tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tiifname \"{iface}\" jump vpn_forward\n"
     );
-    // Toward the VPN from outside it (vpn_forward above ends in a verdict, so peer-to-peer
-    // never gets here): replies to the peers' own flows pass; a new connection only with
-    // `inbound: allow`. Anything else (invalid, untracked) is dropped too: fail closed.
     let _ = writeln!(
         out,
         "\t\toifname \"{iface}\" ct state established,related accept comment \"replies to the peers' flows\""
@@ -534,8 +592,13 @@ fn render(
         "\t\toifname \"{iface}\" counter drop comment \"new connections toward peers (inbound: drop)\"\n\
          \t}}\n"
     );
+}
 
-    // Deny before everything, replies included: "never" means never.
+/// `vpn_forward` and `vpn_to_server`: deny before everything, replies included ("never"
+/// means never), then replies, then the access lists (peer-to-peer only through
+/// `peer_access`), then drop.
+fn vpn_chains(out: &mut String, s: &Server) {
+    let subnet = s.subnet.trunc();
     let _ = write!(
         out,
         "\n\tchain vpn_forward {{\n\
@@ -556,7 +619,10 @@ fn render(
          \t\tcounter drop comment \"not in the peer's access list\"\n\
          \t}}\n"
     );
+}
 
+/// `denied`: an optional rate-limited log, then drop, counted per peer in `deny_drops`.
+fn denied_chain(out: &mut String, options: &Options) {
     out.push_str("\n\tchain denied {\n");
     match options.log_denied {
         Some(LogTarget::Kernel) => {
@@ -579,20 +645,20 @@ fn render(
          \t\tcounter drop comment \"not from a peer address\"\n\
          \t}}\n"
     );
+}
 
-    if s.nat == Nat::Masquerade {
-        // No iifname here: the input interface is unknown in postrouting. The source subnet
-        // and the output interface say the same.
-        let _ = write!(
-            out,
-            "\n\tchain postrouting {{\n\
-             \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-             \t\tip saddr {subnet} oifname != \"{iface}\" ip daddr @masquerade_to masquerade\n\
-             \t}}\n"
-        );
-    }
-    out.push_str("}\n");
-    (out, at)
+/// `postrouting` (nat): masquerades VPN traffic toward the access networks. No iifname: the
+/// input interface is unknown in postrouting; the source subnet and the output interface say
+/// the same.
+fn postrouting_chain(out: &mut String, s: &Server) {
+    let (iface, subnet) = (s.interface.as_str(), s.subnet.trunc());
+    let _ = write!(
+        out,
+        "\n\tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {subnet} oifname != \"{iface}\" ip daddr @masquerade_to masquerade\n\
+         \t}}\n"
+    );
 }
 
 #[cfg(test)]
