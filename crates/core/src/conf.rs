@@ -20,8 +20,19 @@ impl Section {
     }
 }
 
+/// Why a config was refused; the message names the line (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfError {
+    /// A line that is neither `Key = Value` nor `[Section]`.
+    #[error("line {0}: expected `Key = Value` or `[Section]`")]
+    NotKeyValue(usize),
+    /// `Key = Value` before the first `[Section]`.
+    #[error("line {0}: a key before any [Section]; start with [Interface]")]
+    KeyBeforeSection(usize),
+}
+
 /// Parses a config; comments (`#`) and blank lines are skipped. The error names the line.
-pub fn parse(text: &str) -> Result<Vec<Section>, String> {
+pub fn parse(text: &str) -> Result<Vec<Section>, ConfError> {
     let mut sections: Vec<Section> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -35,12 +46,10 @@ pub fn parse(text: &str) -> Result<Vec<Section>, String> {
             });
             continue;
         }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {}: expected `Key = Value` or `[Section]`", i + 1))?;
+        let (k, v) = line.split_once('=').ok_or(ConfError::NotKeyValue(i + 1))?;
         let section = sections
             .last_mut()
-            .ok_or_else(|| format!("line {}: a key before any [Section]", i + 1))?;
+            .ok_or(ConfError::KeyBeforeSection(i + 1))?;
         section
             .entries
             .push((k.trim().to_owned(), v.trim().to_owned()));
@@ -58,7 +67,14 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].get("listenport"), Some("1"));
         assert_eq!(c[1].get("PublicKey"), Some("abc="));
-        assert!(parse("Key = 1\n").unwrap_err().contains("line 1"));
-        assert!(parse("[Peer]\nnonsense\n").unwrap_err().contains("line 2"));
+        assert_eq!(parse("Key = 1\n"), Err(ConfError::KeyBeforeSection(1)));
+        assert!(parse("Key = 1\n")
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
+        assert_eq!(
+            parse("[Peer]\nnonsense\n").unwrap_err().to_string(),
+            "line 2: expected `Key = Value` or `[Section]`"
+        );
     }
 }

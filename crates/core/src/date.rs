@@ -5,6 +5,24 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why a date was refused. Every variant reads the same to a user, who needs the rule, not
+/// the kind; the message does not repeat the text (it may come from a hand-edited file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DateError {
+    /// Not four, two and two digits joined by `-`.
+    #[error("{RULE}")]
+    Shape,
+    /// A part that is not a number.
+    #[error("{RULE}")]
+    Number(#[source] std::num::ParseIntError),
+    /// A year out of range, or a month or day that does not exist (2026-02-30).
+    #[error("{RULE}")]
+    NoSuchDay,
+}
+
+/// What [`DateError`] says: the rule and an example to copy.
+const RULE: &str = "is not a valid YYYY-MM-DD date from 1970-01-01 to 9999-12-31 (like 2026-12-31)";
+
 /// A proleptic Gregorian date, ordered by time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Date {
@@ -31,33 +49,26 @@ impl Date {
 
     /// Parses `YYYY-MM-DD` from 1970-01-01 to 9999-12-31. The error does not repeat the text
     /// (it may come from a hand-edited file); callers name the field.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "is not a valid YYYY-MM-DD date from {}-01-01 to {}-12-31",
-                Self::MIN_YEAR,
-                Self::MAX_YEAR
-            )
-        };
+    pub fn parse(s: &str) -> Result<Self, DateError> {
         let mut parts = s.split('-');
         let (Some(y), Some(m), Some(d), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(bad());
+            return Err(DateError::Shape);
         };
         let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
         if y.len() != 4 || m.len() != 2 || d.len() != 2 || !digits(y) || !digits(m) || !digits(d) {
-            return Err(bad());
+            return Err(DateError::Shape);
         }
-        let year: i32 = y.parse().map_err(|_| bad())?;
-        let month: u8 = m.parse().map_err(|_| bad())?;
-        let day: u8 = d.parse().map_err(|_| bad())?;
+        let year: i32 = y.parse().map_err(DateError::Number)?;
+        let month: u8 = m.parse().map_err(DateError::Number)?;
+        let day: u8 = d.parse().map_err(DateError::Number)?;
         if !(Self::MIN_YEAR..=Self::MAX_YEAR).contains(&year)
             || !(1..=12).contains(&month)
             || day == 0
             || day > days_in_month(year, month)
         {
-            return Err(bad());
+            return Err(DateError::NoSuchDay);
         }
         Ok(Date { year, month, day })
     }
@@ -91,8 +102,8 @@ impl fmt::Debug for Date {
 }
 
 impl std::str::FromStr for Date {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = DateError;
+    fn from_str(s: &str) -> Result<Self, DateError> {
         Date::parse(s)
     }
 }
@@ -129,11 +140,14 @@ mod tests {
             "2024-+1-01",
             "2024-01-+1",
         ] {
-            let err = Date::parse(bad).expect_err(bad);
+            let err = Date::parse(bad).expect_err(bad).to_string();
             assert!(err.contains("from 1970-01-01 to 9999-12-31"), "{err}");
             assert!(bad.is_empty() || !err.contains(bad), "{err}");
         }
         assert!(Date::parse("1970-01-01").is_ok() && Date::parse("9999-12-31").is_ok());
+        // The message states the limits the code enforces.
+        let limits = format!("{}-01-01 to {}-12-31", Date::MIN_YEAR, Date::MAX_YEAR);
+        assert!(RULE.contains(&limits), "{RULE}");
     }
 
     #[test]

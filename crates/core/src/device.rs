@@ -2,7 +2,7 @@
 
 use ipnet::Ipv4Net;
 
-use crate::{Key, Secret};
+use crate::{Key, KeyError, Secret};
 
 /// The interface as observed. Its private key is never kept: only the public key.
 #[derive(Debug, Clone, Default)]
@@ -36,71 +36,171 @@ pub struct ObservedPeer {
     pub keepalive: u16,
 }
 
+/// Which text [`ParseError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The output of `wg show <if> dump`.
+    Dump,
+    /// A userspace implementation's answer to `get=1`.
+    Uapi,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Dump => "`wg show dump`",
+            Origin::Uapi => "the UAPI answer",
+        })
+    }
+}
+
+/// Why a device's report could not be read: the message names the text and the line, and
+/// never repeats a secret (private and preshared keys are not quoted).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// `wg show dump` printed nothing at all.
+    #[error("`wg show dump` printed nothing")]
+    Empty,
+    /// A dump line with the wrong number of tab-separated fields.
+    #[error("line {line} of `wg show dump` has {found} fields, expected {expected}")]
+    Fields {
+        /// The line, 1-based.
+        line: usize,
+        /// The fields it has.
+        found: usize,
+        /// The fields it should have.
+        expected: usize,
+    },
+    /// A field that should be a number.
+    #[error("line {line} of {origin}: {what} is not a number")]
+    Number {
+        /// The text.
+        origin: Origin,
+        /// The line, 1-based.
+        line: usize,
+        /// The field.
+        what: &'static str,
+        /// Why.
+        source: std::num::ParseIntError,
+    },
+    /// A key that is not a WireGuard key.
+    #[error("line {line} of `wg show dump`: {what} {source}")]
+    Key {
+        /// The line, 1-based.
+        line: usize,
+        /// `key` or `preshared key`.
+        what: &'static str,
+        /// Why.
+        source: KeyError,
+    },
+    /// An allowed ip that is not an IPv4 network.
+    #[error("line {line} of {origin}: bad allowed ip {value}")]
+    AllowedIp {
+        /// The text.
+        origin: Origin,
+        /// The line, 1-based.
+        line: usize,
+        /// The value as written.
+        value: String,
+        /// Why.
+        source: ipnet::AddrParseError,
+    },
+    /// A UAPI line without `=`.
+    #[error("line {0} of the UAPI answer has no '='")]
+    NoEquals(usize),
+    /// A UAPI listen port above 65535.
+    #[error("line {line} of the UAPI answer: bad listen_port")]
+    ListenPort {
+        /// The line, 1-based.
+        line: usize,
+        /// Why.
+        source: std::num::TryFromIntError,
+    },
+    /// A UAPI public key that is not 64 hex digits.
+    #[error("line {0} of the UAPI answer: bad public_key")]
+    HexKey(usize),
+    /// The implementation answered with an error.
+    #[error("the UAPI answered errno={0}")]
+    Errno(u64),
+    /// The answer ended before its `errno=` line.
+    #[error("the UAPI answer has no errno line (cut short?)")]
+    NoErrno,
+}
+
 fn none(field: &str) -> Option<&str> {
     (field != "(none)" && field != "off" && !field.is_empty()).then_some(field)
+}
+
+/// A number field of line `line` of `origin`.
+fn number(origin: Origin, line: usize, what: &'static str, v: &str) -> Result<u64, ParseError> {
+    v.parse().map_err(|source| ParseError::Number {
+        origin,
+        line,
+        what,
+        source,
+    })
+}
+
+/// The IPv4 networks of an allowed-ips field; IPv6 ones are skipped (wgadm manages IPv4).
+fn allowed_ip(origin: Origin, line: usize, v: &str) -> Result<Ipv4Net, ParseError> {
+    v.parse().map_err(|source| ParseError::AllowedIp {
+        origin,
+        line,
+        value: v.to_owned(),
+        source,
+    })
 }
 
 /// Parses the output of `wg show <if> dump`: a tab-separated interface line (private key,
 /// public key, listen port, fwmark) and then one line per peer (public key, preshared key,
 /// endpoint, allowed ips, latest handshake, rx, tx, keepalive). The error names the line.
-pub fn parse_dump(text: &str) -> Result<Observed, String> {
+pub fn parse_dump(text: &str) -> Result<Observed, ParseError> {
     let mut lines = text.lines();
-    let first = lines.next().ok_or("`wg show dump` printed nothing")?;
-    let f: Vec<&str> = first.split('\t').collect();
-    if f.len() != 4 {
-        return Err(format!(
-            "line 1 of `wg show dump` has {} fields, expected 4",
-            f.len()
-        ));
-    }
-    let number = |line: usize, what: &str, v: &str| -> Result<u64, String> {
-        v.parse()
-            .map_err(|_| format!("line {line} of `wg show dump`: {what} is not a number"))
-    };
+    let first = lines.next().ok_or(ParseError::Empty)?;
+    let f = fields(first, 1, 4)?;
     let key = |line: usize, v: &str| {
-        Key::parse(v).map_err(|e| format!("line {line} of `wg show dump`: key {e}"))
+        Key::parse(v).map_err(|source| ParseError::Key {
+            line,
+            what: "key",
+            source,
+        })
     };
     let mut observed = Observed {
         public_key: none(f[1]).map(|k| key(1, k)).transpose()?,
-        listen_port: number(1, "listen port", f[2])? as u16,
+        listen_port: number(Origin::Dump, 1, "listen port", f[2])? as u16,
         peers: Vec::new(),
     };
     for (i, line) in lines.enumerate() {
         let n = i + 2;
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 8 {
-            return Err(format!(
-                "line {n} of `wg show dump` has {} fields, expected 8",
-                f.len()
-            ));
-        }
+        let f = fields(line, n, 8)?;
         let allowed_ips = none(f[3])
             .map(|list| {
                 list.split(',')
                     .filter(|a| !a.contains(':'))
-                    .map(|a| {
-                        a.parse()
-                            .map_err(|_| format!("line {n} of `wg show dump`: bad allowed ip {a}"))
-                    })
-                    .collect::<Result<Vec<Ipv4Net>, String>>()
+                    .map(|a| allowed_ip(Origin::Dump, n, a))
+                    .collect::<Result<Vec<Ipv4Net>, ParseError>>()
             })
             .transpose()?
             .unwrap_or_default();
+        let number = |what, v| number(Origin::Dump, n, what, v);
         observed.peers.push(ObservedPeer {
             public_key: key(n, f[0])?,
             preshared_key: none(f[1])
                 .map(|k| {
-                    Secret::parse(k)
-                        .map_err(|e| format!("line {n} of `wg show dump`: preshared key {e}"))
+                    Secret::parse(k).map_err(|source| ParseError::Key {
+                        line: n,
+                        what: "preshared key",
+                        source,
+                    })
                 })
                 .transpose()?,
             endpoint: none(f[2]).map(str::to_owned),
             allowed_ips,
-            latest_handshake: number(n, "latest handshake", f[4])?,
-            rx_bytes: number(n, "rx bytes", f[5])?,
-            tx_bytes: number(n, "tx bytes", f[6])?,
+            latest_handshake: number("latest handshake", f[4])?,
+            rx_bytes: number("rx bytes", f[5])?,
+            tx_bytes: number("tx bytes", f[6])?,
             keepalive: none(f[7])
-                .map(|k| number(n, "keepalive", k))
+                .map(|k| number("keepalive", k))
                 .transpose()?
                 .unwrap_or(0) as u16,
         });
@@ -108,12 +208,25 @@ pub fn parse_dump(text: &str) -> Result<Observed, String> {
     Ok(observed)
 }
 
+/// The tab-separated fields of dump line `line`, which must have `expected` of them.
+fn fields(text: &str, line: usize, expected: usize) -> Result<Vec<&str>, ParseError> {
+    let f: Vec<&str> = text.split('\t').collect();
+    if f.len() != expected {
+        return Err(ParseError::Fields {
+            line,
+            found: f.len(),
+            expected,
+        });
+    }
+    Ok(f)
+}
+
 /// Parses the answer of a userspace implementation (wireguard-go) to `get=1` on its UAPI
 /// socket: `key=value` lines, keys in hex, a `public_key=` line starting each peer, ending in
 /// `errno=N`. For monitoring: the interface's private key and the preshared keys are skipped
 /// unread, so `public_key` and every `preshared_key` of the result are `None`. Time is
 /// `last_handshake_time_sec`, whole seconds as in `wg show dump`.
-pub fn parse_uapi(text: &str) -> Result<Observed, String> {
+pub fn parse_uapi(text: &str) -> Result<Observed, ParseError> {
     let mut observed = Observed::default();
     let mut errno = None;
     for (i, line) in text.lines().enumerate() {
@@ -121,26 +234,18 @@ pub fn parse_uapi(text: &str) -> Result<Observed, String> {
             continue;
         }
         let n = i + 1;
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {n} of the UAPI answer has no '='"))?;
-        let number = |what: &str| -> Result<u64, String> {
-            v.parse()
-                .map_err(|_| format!("line {n} of the UAPI answer: {what} is not a number"))
-        };
+        let (k, v) = line.split_once('=').ok_or(ParseError::NoEquals(n))?;
+        let number = |what| number(Origin::Uapi, n, what, v);
         let peer = observed.peers.last_mut();
         match (k, peer) {
             ("private_key" | "preshared_key" | "fwmark" | "protocol_version", _) => {}
             ("listen_port", _) => {
                 observed.listen_port = u16::try_from(number("listen_port")?)
-                    .map_err(|_| format!("line {n} of the UAPI answer: bad listen_port"))?
+                    .map_err(|source| ParseError::ListenPort { line: n, source })?
             }
             ("errno", _) => errno = Some(number("errno")?),
             ("public_key", _) => observed.peers.push(ObservedPeer {
-                public_key: Key::from(
-                    hex32(v)
-                        .ok_or_else(|| format!("line {n} of the UAPI answer: bad public_key"))?,
-                ),
+                public_key: Key::from(hex32(v).ok_or(ParseError::HexKey(n))?),
                 preshared_key: None,
                 endpoint: None,
                 allowed_ips: Vec::new(),
@@ -151,24 +256,26 @@ pub fn parse_uapi(text: &str) -> Result<Observed, String> {
             }),
             (_, None) => {}
             ("endpoint", Some(p)) => p.endpoint = Some(v.to_owned()),
-            ("last_handshake_time_sec", Some(p)) => p.latest_handshake = number(k)?,
-            ("rx_bytes", Some(p)) => p.rx_bytes = number(k)?,
-            ("tx_bytes", Some(p)) => p.tx_bytes = number(k)?,
+            ("last_handshake_time_sec", Some(p)) => {
+                p.latest_handshake = number("last_handshake_time_sec")?
+            }
+            ("rx_bytes", Some(p)) => p.rx_bytes = number("rx_bytes")?,
+            ("tx_bytes", Some(p)) => p.tx_bytes = number("tx_bytes")?,
             ("persistent_keepalive_interval", Some(p)) => {
-                p.keepalive = u16::try_from(number(k)?).unwrap_or(u16::MAX)
+                p.keepalive =
+                    u16::try_from(number("persistent_keepalive_interval")?).unwrap_or(u16::MAX)
             }
             // IPv6 allowed ips are skipped: wgadm manages IPv4.
-            ("allowed_ip", Some(p)) if !v.contains(':') => p.allowed_ips.push(
-                v.parse()
-                    .map_err(|_| format!("line {n} of the UAPI answer: bad allowed ip {v}"))?,
-            ),
+            ("allowed_ip", Some(p)) if !v.contains(':') => {
+                p.allowed_ips.push(allowed_ip(Origin::Uapi, n, v)?)
+            }
             _ => {}
         }
     }
     match errno {
         Some(0) => Ok(observed),
-        Some(e) => Err(format!("the UAPI answered errno={e}")),
-        None => Err("the UAPI answer has no errno line (cut short?)".into()),
+        Some(e) => Err(ParseError::Errno(e)),
+        None => Err(ParseError::NoErrno),
     }
 }
 
@@ -242,24 +349,37 @@ mod tests {
             p.allowed_ips,
             vec!["192.168.100.2/32".parse::<Ipv4Net>().unwrap()]
         );
-        assert!(parse_uapi("listen_port=1\nerrno=19\n")
-            .unwrap_err()
-            .contains("19"));
+        assert!(matches!(
+            parse_uapi("listen_port=1\nerrno=19\n"),
+            Err(ParseError::Errno(19))
+        ));
         assert!(parse_uapi("listen_port=1\n").is_err());
         let bad = format!("public_key={}\nerrno=0\n", "zz".repeat(32));
-        assert!(parse_uapi(&bad).unwrap_err().contains("line 1"));
+        assert_eq!(
+            parse_uapi(&bad).unwrap_err().to_string(),
+            "line 1 of the UAPI answer: bad public_key"
+        );
         // Errors never echo a secret line.
         let e =
             parse_uapi(&format!("private_key={}\nlisten_port=x\n", "33".repeat(32))).unwrap_err();
-        assert!(!e.contains("3333"), "{e}");
+        let text = e.to_string();
+        assert!(!text.contains("3333"), "{text}");
+        // The cause is kept for a caller that wants it.
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
     }
 
     #[test]
     fn bad_dumps_name_the_line() {
         assert!(parse_dump("").is_err());
-        assert!(parse_dump("a\tb\n").unwrap_err().contains("line 1"));
+        assert_eq!(
+            parse_dump("a\tb\n").unwrap_err().to_string(),
+            "line 1 of `wg show dump` has 2 fields, expected 4"
+        );
         let k = Key::from([1; 32]);
         let bad = format!("(none)\t{k}\t1\toff\n{k}\t(none)\t(none)\t(none)\tx\t0\t0\toff\n");
-        assert!(parse_dump(&bad).unwrap_err().contains("line 2"));
+        assert_eq!(
+            parse_dump(&bad).unwrap_err().to_string(),
+            "line 2 of `wg show dump`: latest handshake is not a number"
+        );
     }
 }

@@ -13,6 +13,27 @@ pub struct PeerName(String);
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InterfaceName(String);
 
+/// Why a peer or interface name was refused: the message quotes the name and says what is
+/// allowed, so the user can pick one that is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty or longer than [`PeerName::MAX_LEN`].
+    #[error("peer name {0:?} must be 1 to {max} characters long", max = PeerName::MAX_LEN)]
+    PeerLength(String),
+    /// A character outside `A-Z a-z 0-9 - _ .`.
+    #[error("peer name {0:?} may only contain letters, digits, '-', '_' and '.'")]
+    PeerChars(String),
+    /// A leading dot (a hidden file, or `..`).
+    #[error("peer name {0:?} may not start with '.' (it becomes a file name)")]
+    PeerDot(String),
+    /// Empty or longer than 15 bytes.
+    #[error("interface name {0:?} must be 1 to 15 characters long (a Linux limit)")]
+    InterfaceLength(String),
+    /// A character the kernel or wg-quick refuses, or `.`/`..`.
+    #[error("interface name {0:?} may only contain letters, digits and '-_.=+'")]
+    InterfaceChars(String),
+}
+
 fn name_chars_ok(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -23,22 +44,15 @@ impl PeerName {
     pub const MAX_LEN: usize = 64;
 
     /// Validates a peer name; the error says what is wrong and what is allowed.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
         if s.is_empty() || s.len() > Self::MAX_LEN {
-            return Err(format!(
-                "peer name {s:?} must be 1 to {} characters long",
-                Self::MAX_LEN
-            ));
+            return Err(NameError::PeerLength(s.to_owned()));
         }
         if !name_chars_ok(s) {
-            return Err(format!(
-                "peer name {s:?} may only contain letters, digits, '-', '_' and '.'"
-            ));
+            return Err(NameError::PeerChars(s.to_owned()));
         }
         if s.starts_with('.') {
-            return Err(format!(
-                "peer name {s:?} may not start with '.' (it becomes a file name)"
-            ));
+            return Err(NameError::PeerDot(s.to_owned()));
         }
         Ok(PeerName(s.to_owned()))
     }
@@ -51,11 +65,9 @@ impl PeerName {
 
 impl InterfaceName {
     /// Validates an interface name the way the kernel does (IFNAMSIZ is 16 with the NUL).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
         if s.is_empty() || s.len() > 15 {
-            return Err(format!(
-                "interface name {s:?} must be 1 to 15 characters long (a Linux limit)"
-            ));
+            return Err(NameError::InterfaceLength(s.to_owned()));
         }
         if !s
             .bytes()
@@ -63,9 +75,7 @@ impl InterfaceName {
             || s == "."
             || s == ".."
         {
-            return Err(format!(
-                "interface name {s:?} may only contain letters, digits and '-_.=+'"
-            ));
+            return Err(NameError::InterfaceChars(s.to_owned()));
         }
         Ok(InterfaceName(s.to_owned()))
     }
@@ -89,8 +99,8 @@ macro_rules! text_impls {
             }
         }
         impl std::str::FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, NameError> {
                 Self::parse(s)
             }
         }
@@ -144,5 +154,26 @@ mod tests {
         for bad in ["", "wgadm-test-12345", "a/b", "a b", ".."] {
             assert!(InterfaceName::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn errors_quote_the_name_and_say_what_is_allowed() {
+        let text = |e: NameError| e.to_string();
+        assert_eq!(
+            text(PeerName::parse("a/b").unwrap_err()),
+            "peer name \"a/b\" may only contain letters, digits, '-', '_' and '.'"
+        );
+        assert_eq!(
+            text(PeerName::parse("").unwrap_err()),
+            "peer name \"\" must be 1 to 64 characters long"
+        );
+        assert_eq!(
+            PeerName::parse(".x").unwrap_err(),
+            NameError::PeerDot(".x".into())
+        );
+        assert_eq!(
+            text(InterfaceName::parse("wgadm-test-12345").unwrap_err()),
+            "interface name \"wgadm-test-12345\" must be 1 to 15 characters long (a Linux limit)"
+        );
     }
 }

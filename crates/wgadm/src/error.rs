@@ -11,6 +11,9 @@ pub enum Error {
     /// Bad input on the command line or in a file that is not part of the state.
     #[error("{0}")]
     Invalid(String),
+    /// A value the core refused (a name, a key, a date...), kept whole as the source.
+    #[error(transparent)]
+    Core(#[from] wgadm_core::Error),
     /// The state (as it is, or as a command would leave it) breaks a rule.
     #[error("{}", problems_text(.0))]
     State(Vec<Problem>),

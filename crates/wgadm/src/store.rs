@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use wgadm_core::{Peer, PeerName, Problem, Server, State};
+use wgadm_core::{NameError, Peer, PeerName, Problem, Server, State};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -251,7 +251,10 @@ impl Store {
     }
 
     /// Reads and parses one peer file.
-    fn read_peer(&self, (name, file): &(Result<PeerName, String>, String)) -> Result<ParsedPeer> {
+    fn read_peer(
+        &self,
+        (name, file): &(Result<PeerName, NameError>, String),
+    ) -> Result<ParsedPeer> {
         let place = format!("peers/{}", wgadm_core::check::shown_file_name(file));
         let name = match name {
             Ok(name) => name.clone(),
@@ -280,7 +283,7 @@ impl Store {
     }
 
     /// The `*.yml` files of `peers/` with the peer name their stem gives (or why it is no name).
-    fn peer_files(&self) -> Result<Vec<(Result<PeerName, String>, String)>> {
+    fn peer_files(&self) -> Result<Vec<(Result<PeerName, NameError>, String)>> {
         let dir = self.peers_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,

@@ -225,7 +225,7 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     };
     let interface = match (args.interface.clone(), default_iface) {
         (Some(i), _) | (None, Some(i)) => i,
-        (None, None) => InterfaceName::parse("wg0").map_err(Error::Invalid)?,
+        (None, None) => InterfaceName::parse("wg0").map_err(wgadm_core::Error::from)?,
     };
     let mut source = source;
     if let Some(p) = args.listen_port {

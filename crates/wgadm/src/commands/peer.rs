@@ -159,9 +159,7 @@ fn add(ctx: &Ctx, args: PeerAddArgs) -> Result<()> {
     let mut from_netbox = None;
     peer.address = match (args.address, args.ipam) {
         (Some(a), _) => a,
-        (None, IpamArg::Local) => {
-            ipam::lowest_free(&state).map_err(|e| Error::Invalid(e.to_string()))?
-        }
+        (None, IpamArg::Local) => ipam::lowest_free(&state).map_err(wgadm_core::Error::from)?,
         (None, IpamArg::Netbox) => {
             let (client, _) = netbox::Client::connect(&(&args.netbox).into())?;
             let taken = netbox::allocate(&client, &state, &name, &peer, ctx.today)?;
