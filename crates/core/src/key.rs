@@ -14,8 +14,11 @@ pub struct Key([u8; 32]);
 /// Why a key string was rejected. Never contains the input: it might be a private key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// Not base64. The decoder's own error is deliberately not kept as the source: it names
+    /// the offending byte and its offset, which for a private key is a piece of the secret.
     #[error("is not valid base64 (a WireGuard key is 44 characters of base64 ending in '=')")]
     Base64,
+    /// Base64, but not 32 bytes.
     #[error("decodes to {0} bytes, a WireGuard key has 32")]
     Length(usize),
 }
