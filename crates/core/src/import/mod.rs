@@ -196,13 +196,31 @@ fn parse_port(text: &str) -> Option<u16> {
 }
 
 /// Builds the state from a source, or returns every issue at once.
-pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
-    let mut issues = source.issues;
-    let file = source.file.clone();
+pub fn build(mut source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
+    let mut issues = std::mem::take(&mut source.issues);
+    let server = server_part(&mut source, opts, &mut issues);
+    let mut accepted = Accepted::default();
+    for sp in std::mem::take(&mut source.peers) {
+        accepted.add(sp, server.net, &mut issues);
+    }
+    finish(server, accepted, source.dns, issues, opts)
+}
+
+/// The server's own settings, each `None` where the source lacks or breaks it (with an issue
+/// reported).
+struct ServerPart {
+    key: Option<Secret>,
+    listen_port: Option<u16>,
+    net: Option<Ipv4Net>,
+    endpoint: Option<Endpoint>,
+}
+
+/// Reads the server's settings out of `source`, reporting what is missing or wrong.
+fn server_part(source: &mut Source, opts: &Options, issues: &mut Vec<Issue>) -> ServerPart {
     let iface_place = source
         .server_place
         .clone()
-        .unwrap_or_else(|| format!("{file}: [Interface]"));
+        .unwrap_or_else(|| format!("{}: [Interface]", source.file));
     for (key, place) in &source.interface_extras {
         issues.push(Issue::unsupported(
             place,
@@ -213,14 +231,14 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
             ),
         ));
     }
-    let server_key = source.private_key;
-    if server_key.is_none() {
+    let key = source.private_key.take();
+    if key.is_none() {
         issues.push(Issue::conflict(
             &iface_place,
             "no server PrivateKey found; import needs the server's private key so that clients keep working",
         ));
     }
-    if let (Some(k), Some(p)) = (&server_key, &source.public_key) {
+    if let (Some(k), Some(p)) = (&key, &source.public_key) {
         if Key::parse(p).ok() != Some(k.public_key()) {
             issues.push(Issue::conflict(
                 &iface_place,
@@ -235,22 +253,38 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
             "no ListenPort: clients could not know where to connect; add `ListenPort = PORT` to the source",
         ));
     }
-    // The interface address: exactly one IPv4 address with its prefix.
+    let net = interface_address(&source.addresses, &iface_place, issues);
+    let endpoint_text = opts.endpoint.clone().or(source.endpoint.clone());
+    let endpoint = server_endpoint(endpoint_text.as_deref(), listen_port, issues);
+    ServerPart {
+        key,
+        listen_port,
+        net,
+        endpoint,
+    }
+}
+
+/// The interface address: exactly one IPv4 address with its prefix.
+fn interface_address(
+    addresses: &[String],
+    iface_place: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<Ipv4Net> {
     let mut iface_net: Option<Ipv4Net> = None;
     let mut extra_addresses = Vec::new();
-    for a in &source.addresses {
+    for a in addresses {
         match a.parse::<IpNet>() {
             Ok(IpNet::V4(n)) if iface_net.is_none() => iface_net = Some(n),
             Ok(_) => extra_addresses.push(a.clone()),
             Err(_) => issues.push(Issue::conflict(
-                &iface_place,
+                iface_place,
                 format!("Address {a:?} is not an address with a prefix (like 10.6.0.1/24)"),
             )),
         }
     }
     if !extra_addresses.is_empty() {
         issues.push(Issue::unsupported(
-            &iface_place,
+            iface_place,
             format!(
                 "Address {}: wgadm keeps one IPv4 address and subnet (no IPv6, no second \
                  address); pass --drop-unsupported to import without {}",
@@ -263,144 +297,72 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
             ),
         ));
     }
-    if iface_net.is_none() && !source.addresses.iter().any(|a| a.parse::<IpNet>().is_err()) {
+    if iface_net.is_none() && !addresses.iter().any(|a| a.parse::<IpNet>().is_err()) {
         issues.push(Issue::conflict(
-            &iface_place,
+            iface_place,
             "no IPv4 Address: wgadm needs the server's VPN address and subnet, like 10.6.0.1/24",
         ));
     }
-    let endpoint_text = opts.endpoint.clone().or(source.endpoint.clone());
-    let endpoint = match (&endpoint_text, listen_port) {
-        (None, _) => {
+    iface_net
+}
+
+/// Where clients connect to: `--endpoint`, else the source's, with the listen port when it
+/// names none.
+fn server_endpoint(
+    text: Option<&str>,
+    listen_port: Option<u16>,
+    issues: &mut Vec<Issue>,
+) -> Option<Endpoint> {
+    let Some(e) = text else {
+        issues.push(Issue::conflict(
+            "--endpoint",
+            "the source names no endpoint clients connect to; pass --endpoint HOST[:PORT]",
+        ));
+        return None;
+    };
+    match Endpoint::with_default_port(e, listen_port.unwrap_or(51820)) {
+        Ok(e) => Some(e),
+        Err(err) => {
             issues.push(Issue::conflict(
                 "--endpoint",
-                "the source names no endpoint clients connect to; pass --endpoint HOST[:PORT]",
+                format!("{err}; give HOST or HOST:PORT"),
             ));
             None
         }
-        (Some(e), port) => match Endpoint::with_default_port(e, port.unwrap_or(51820)) {
-            Ok(e) => Some(e),
-            Err(err) => {
-                issues.push(Issue::conflict(
-                    "--endpoint",
-                    format!("{err}; give HOST or HOST:PORT"),
-                ));
-                None
-            }
-        },
-    };
+    }
+}
 
-    let mut peers = BTreeMap::new();
-    let mut peer_keys = BTreeMap::new();
-    let mut psks = BTreeMap::new();
-    let mut dropped = Vec::new();
-    let mut renamed = Vec::new();
-    let mut by_key: HashMap<Key, String> = HashMap::new();
-    let mut by_address: HashMap<Ipv4Addr, String> = HashMap::new();
-    for sp in source.peers {
+/// The peers taken so far, their secrets, and which keys and addresses are taken (by the
+/// place that took them, for messages).
+#[derive(Default)]
+struct Accepted {
+    peers: BTreeMap<PeerName, Peer>,
+    peer_keys: BTreeMap<PeerName, Secret>,
+    psks: BTreeMap<PeerName, Secret>,
+    renamed: Vec<(String, PeerName, String)>,
+    by_key: HashMap<Key, String>,
+    by_address: HashMap<Ipv4Addr, String>,
+}
+
+impl Accepted {
+    /// Takes a peer, or reports why not. Every check runs, so one pass reports everything
+    /// wrong with the peer.
+    fn add(&mut self, sp: SourcePeer, net: Option<Ipv4Net>, issues: &mut Vec<Issue>) {
         let place = sp.place.clone();
-        let mut ok = true;
-        let public = match Key::parse(&sp.public_key) {
-            Ok(k) if k.is_low_order() => {
-                issues.push(Issue::conflict(
-                    &place,
-                    "the PublicKey is a low-order point (all zeros, for instance) that authenticates nobody; remove this peer or give its real key",
-                ));
-                ok = false;
-                k
-            }
-            Ok(k) => k,
-            Err(e) => {
-                issues.push(Issue::conflict(&place, format!("the PublicKey {e}")));
-                ok = false;
-                Key::from([0; 32])
-            }
-        };
-        if ok {
-            if let Some(first) = by_key.insert(public, place.clone()) {
-                issues.push(Issue::conflict(
-                    &place,
-                    format!("the same PublicKey as {first}; a key belongs to one peer, remove one of them"),
-                ));
-                ok = false;
-            }
-        }
-        if let Some(k) = &sp.private_key {
-            if k.public_key() != public && ok {
-                issues.push(Issue::conflict(
-                    &place,
-                    "its private key does not belong to its PublicKey; fix or remove the stray key",
-                ));
-                ok = false;
-            }
-        }
+        let (public, mut ok) = self.public_key(&sp, issues);
         for extra in &sp.extras {
             issues.push(Issue::unsupported(
                 &place,
                 format!("{extra} on the server side is not kept by wgadm; pass --drop-unsupported to import without it"),
             ));
         }
-        // AllowedIPs: one /32 in the subnet; anything else is a route wgadm cannot hold.
-        let mut address = None;
-        let mut routes = Vec::new();
-        for a in &sp.allowed_ips {
-            match a.parse::<IpNet>() {
-                Ok(IpNet::V4(n)) if n.prefix_len() == 32 && address.is_none() => {
-                    address = Some(n.addr())
-                }
-                Ok(_) => routes.push(a.clone()),
-                Err(_) => {
-                    issues.push(Issue::conflict(
-                        &place,
-                        format!("AllowedIPs {a:?} is not an address or network"),
-                    ));
-                    ok = false;
-                }
-            }
-        }
-        if !routes.is_empty() {
-            let what = if address.is_some() {
-                "the routes are dropped and the peer keeps its /32"
-            } else {
-                "the peer is left out"
-            };
-            issues.push(Issue::unsupported(
-                &place,
-                format!(
-                    "AllowedIPs {}: wgadm gives each peer one IPv4 address (no subnet routed \
-                     through a peer, no IPv6); with --drop-unsupported {what}",
-                    routes.join(", ")
-                ),
-            ));
-        }
-        let Some(address) = address else {
-            if routes.is_empty() && ok {
-                issues.push(Issue::conflict(
-                    &place,
-                    "no AllowedIPs: the peer has no address",
-                ));
-            }
-            continue;
+        let Some(address) = allowed_address(&sp, &mut ok, issues) else {
+            return;
         };
-        if let Some(net) = iface_net {
-            if !net.trunc().contains(&address)
-                || address == net.trunc().network()
-                || address == net.trunc().broadcast()
-            {
-                issues.push(Issue::conflict(
-                    &place,
-                    format!("address {address} is outside the subnet {} (or its network or broadcast address); give the peer an address inside it", net.trunc()),
-                ));
-                ok = false;
-            } else if address == net.addr() {
-                issues.push(Issue::conflict(
-                    &place,
-                    format!("address {address} is the server's own; give the peer another"),
-                ));
-                ok = false;
-            }
+        if let Some(net) = net {
+            ok &= address_fits(address, net, &place, issues);
         }
-        if let Some(first) = by_address.insert(address, place.clone()) {
+        if let Some(first) = self.by_address.insert(address, place.clone()) {
             issues.push(Issue::conflict(
                 &place,
                 format!("address {address} is also {first}'s; give one of them another address"),
@@ -408,58 +370,19 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
             ok = false;
         }
         if !ok {
-            continue;
+            return;
         }
-        // Digits, dots and a dash: always a valid name.
-        let Ok(fallback) = format!("peer-{address}").parse::<PeerName>() else {
-            continue;
+        let Some(name) = self.name_for(sp.name.as_deref(), &place, address) else {
+            return;
         };
-        let mut name = match sp.name.as_deref().map(|n| (n, name_from(n))) {
-            Some((_, Some(n))) => n,
-            Some((orig, None)) => {
-                renamed.push((
-                    place.clone(),
-                    fallback.clone(),
-                    format!("{orig:?} does not look like a name"),
-                ));
-                fallback.clone()
-            }
-            None => {
-                renamed.push((
-                    place.clone(),
-                    fallback.clone(),
-                    "the source gives no name".into(),
-                ));
-                fallback.clone()
-            }
-        };
-        if peers.contains_key(&name) {
-            let mut i = 2;
-            let taken = name.clone();
-            loop {
-                let candidate = format!("{}-{i}", taken.as_str());
-                if let Ok(n) = candidate.parse::<PeerName>() {
-                    if !peers.contains_key(&n) {
-                        name = n;
-                        break;
-                    }
-                }
-                i += 1;
-            }
-            renamed.push((
-                place.clone(),
-                name.clone(),
-                format!("{taken} is taken by another peer"),
-            ));
-        }
         if let Some(k) = sp.private_key {
-            peer_keys.insert(name.clone(), k);
+            self.peer_keys.insert(name.clone(), k);
         }
         let has_psk = sp.preshared_key.is_some();
         if let Some(k) = sp.preshared_key {
-            psks.insert(name.clone(), k);
+            self.psks.insert(name.clone(), k);
         }
-        peers.insert(
+        self.peers.insert(
             name,
             Peer {
                 address,
@@ -473,21 +396,180 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
         );
     }
 
+    /// The peer's public key, and `false` when it is refused: not a key, low-order, another
+    /// peer's, or not its private key's.
+    fn public_key(&mut self, sp: &SourcePeer, issues: &mut Vec<Issue>) -> (Key, bool) {
+        let place = &sp.place;
+        let (public, mut ok) = match Key::parse(&sp.public_key) {
+            Ok(k) if k.is_low_order() => {
+                issues.push(Issue::conflict(
+                    place,
+                    "the PublicKey is a low-order point (all zeros, for instance) that authenticates nobody; remove this peer or give its real key",
+                ));
+                (k, false)
+            }
+            Ok(k) => (k, true),
+            Err(e) => {
+                issues.push(Issue::conflict(place, format!("the PublicKey {e}")));
+                (Key::from([0; 32]), false)
+            }
+        };
+        if ok {
+            if let Some(first) = self.by_key.insert(public, place.clone()) {
+                issues.push(Issue::conflict(
+                    place,
+                    format!("the same PublicKey as {first}; a key belongs to one peer, remove one of them"),
+                ));
+                ok = false;
+            }
+        }
+        if let Some(k) = &sp.private_key {
+            if k.public_key() != public && ok {
+                issues.push(Issue::conflict(
+                    place,
+                    "its private key does not belong to its PublicKey; fix or remove the stray key",
+                ));
+                ok = false;
+            }
+        }
+        (public, ok)
+    }
+
+    /// The peer's name: its own where it is one, else `peer-ADDRESS`, numbered when taken;
+    /// every made-up or changed name is recorded in `renamed`.
+    fn name_for(
+        &mut self,
+        given: Option<&str>,
+        place: &str,
+        address: Ipv4Addr,
+    ) -> Option<PeerName> {
+        // Digits, dots and a dash: always a valid name.
+        let fallback = format!("peer-{address}").parse::<PeerName>().ok()?;
+        let mut name = match given.map(|n| (n, name_from(n))) {
+            Some((_, Some(n))) => n,
+            Some((orig, None)) => {
+                self.renamed.push((
+                    place.to_owned(),
+                    fallback.clone(),
+                    format!("{orig:?} does not look like a name"),
+                ));
+                fallback
+            }
+            None => {
+                self.renamed.push((
+                    place.to_owned(),
+                    fallback.clone(),
+                    "the source gives no name".into(),
+                ));
+                fallback
+            }
+        };
+        if self.peers.contains_key(&name) {
+            let taken = name.clone();
+            name = (2..)
+                .filter_map(|i| format!("{}-{i}", taken.as_str()).parse::<PeerName>().ok())
+                .find(|n| !self.peers.contains_key(n))?;
+            self.renamed.push((
+                place.to_owned(),
+                name.clone(),
+                format!("{taken} is taken by another peer"),
+            ));
+        }
+        Some(name)
+    }
+}
+
+/// The peer's address: the one /32 of its AllowedIPs; anything else is a route wgadm cannot
+/// hold. `None` leaves the peer out; a broken entry sets `ok` to false.
+fn allowed_address(sp: &SourcePeer, ok: &mut bool, issues: &mut Vec<Issue>) -> Option<Ipv4Addr> {
+    let place = &sp.place;
+    let mut address = None;
+    let mut routes = Vec::new();
+    for a in &sp.allowed_ips {
+        match a.parse::<IpNet>() {
+            Ok(IpNet::V4(n)) if n.prefix_len() == 32 && address.is_none() => {
+                address = Some(n.addr())
+            }
+            Ok(_) => routes.push(a.clone()),
+            Err(_) => {
+                issues.push(Issue::conflict(
+                    place,
+                    format!("AllowedIPs {a:?} is not an address or network"),
+                ));
+                *ok = false;
+            }
+        }
+    }
+    if !routes.is_empty() {
+        let what = if address.is_some() {
+            "the routes are dropped and the peer keeps its /32"
+        } else {
+            "the peer is left out"
+        };
+        issues.push(Issue::unsupported(
+            place,
+            format!(
+                "AllowedIPs {}: wgadm gives each peer one IPv4 address (no subnet routed \
+                 through a peer, no IPv6); with --drop-unsupported {what}",
+                routes.join(", ")
+            ),
+        ));
+    }
+    if address.is_none() && routes.is_empty() && *ok {
+        issues.push(Issue::conflict(
+            place,
+            "no AllowedIPs: the peer has no address",
+        ));
+    }
+    address
+}
+
+/// Whether a peer's address is a host address of the server's subnet other than the
+/// server's own; reports why not.
+fn address_fits(address: Ipv4Addr, net: Ipv4Net, place: &str, issues: &mut Vec<Issue>) -> bool {
+    let subnet = net.trunc();
+    if !subnet.contains(&address) || address == subnet.network() || address == subnet.broadcast() {
+        issues.push(Issue::conflict(
+            place,
+            format!("address {address} is outside the subnet {subnet} (or its network or broadcast address); give the peer an address inside it"),
+        ));
+        return false;
+    }
+    if address == net.addr() {
+        issues.push(Issue::conflict(
+            place,
+            format!("address {address} is the server's own; give the peer another"),
+        ));
+        return false;
+    }
+    true
+}
+
+/// Sorts the issues (conflicts always refuse; unsupported ones refuse unless dropped at the
+/// user's request), makes the state and checks it with every state's rules.
+fn finish(
+    server: ServerPart,
+    accepted: Accepted,
+    source_dns: Vec<IpAddr>,
+    issues: Vec<Issue>,
+    opts: &Options,
+) -> Result<Imported, Vec<Issue>> {
     let (mut refused, unsupported): (Vec<Issue>, Vec<Issue>) = issues
         .into_iter()
         .partition(|i| i.kind == IssueKind::Conflict);
+    let mut dropped = Vec::new();
     if opts.drop_unsupported {
         dropped = unsupported;
     } else {
         refused.extend(unsupported);
     }
     let (Some(server_key), Some(net), Some(endpoint), Some(listen_port)) =
-        (server_key, iface_net, endpoint, listen_port)
+        (server.key, server.net, server.endpoint, server.listen_port)
     else {
         return Err(refused);
     };
     let dns = if opts.dns.is_empty() {
-        source.dns
+        source_dns
     } else {
         opts.dns.clone()
     };
@@ -509,7 +591,7 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
             // from outside the VPN toward peers (`inbound: allow` in server.yml to change it).
             inbound: Default::default(),
         },
-        peers,
+        peers: accepted.peers,
     };
     // The rules every state keeps (subnet size, access lists): reported with the rest.
     for p in check(&state) {
@@ -521,10 +603,10 @@ pub fn build(source: Source, opts: &Options) -> Result<Imported, Vec<Issue>> {
     Ok(Imported {
         state,
         server_key,
-        peer_keys,
-        preshared_keys: psks,
+        peer_keys: accepted.peer_keys,
+        preshared_keys: accepted.psks,
         dropped,
-        renamed,
+        renamed: accepted.renamed,
     })
 }
 
