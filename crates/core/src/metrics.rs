@@ -366,6 +366,37 @@ mod tests {
         );
     }
 
+    /// The whole text for two snapshots, byte for byte, against `testdata/metrics/`
+    /// (`WGADM_BLESS=1 cargo test -p wgadm-core golden` rewrites them after an intended change).
+    #[test]
+    fn golden_texts_are_unchanged() {
+        let mut other = example();
+        other.status.listen_port = match other.status.listen_port {
+            Some(_) => None,
+            None => Some(443),
+        };
+        other.status.up = !other.status.up;
+        other.firewall.guarded = !other.firewall.guarded;
+        other.firewall.restored = 3;
+        other.daemon.version = "0.0.0-\"test\"".into();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/metrics");
+        for (name, snapshot) in [("example", example()), ("other", other)] {
+            let got = text(&snapshot);
+            let path = dir.join(format!("{name}.prom"));
+            if std::env::var_os("WGADM_BLESS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (WGADM_BLESS=1 writes it)", path.display()));
+            assert!(
+                got == want,
+                "{name} differs from {}:\n{got}",
+                path.display()
+            );
+        }
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
