@@ -44,243 +44,267 @@ fn num(v: f64) -> String {
 
 /// Writes every metric of `s` to `out`.
 pub fn render<W: Write>(s: &Snapshot, out: &mut W) -> fmt::Result {
-    let iface = format!("interface=\"{}\"", escape(&s.status.interface));
-    let labels: Vec<String> = s
-        .status
-        .peers
-        .iter()
-        .map(|p| {
-            format!(
-                "{iface},peer=\"{}\",public_key=\"{}\",address=\"{}\"",
-                escape(p.name.as_deref().unwrap_or("")),
-                p.public_key,
-                p.address.map(|a| a.to_string()).unwrap_or_default()
-            )
-        })
-        .collect();
-
-    let gauge = |out: &mut W, name: &str, help: &str, v: f64| -> fmt::Result {
-        family(out, name, "gauge", help)?;
-        writeln!(out, "{name}{{{iface}}} {}", num(v))
+    let mut m = Families {
+        out,
+        iface: format!("interface=\"{}\"", escape(&s.status.interface)),
     };
-    let counter = |out: &mut W, name: &str, help: &str, v: u64| -> fmt::Result {
-        family(out, name, "counter", help)?;
-        writeln!(out, "{name}{{{iface}}} {v}")
-    };
-
-    gauge(
-        out,
-        "wgadm_interface_up",
-        "Whether the WireGuard interface exists (1) or not (0).",
-        f64::from(u8::from(s.status.up)),
-    )?;
-    if let Some(port) = s.status.listen_port {
-        gauge(
-            out,
-            "wgadm_interface_listen_port",
-            "The UDP port the interface listens on.",
-            f64::from(port),
-        )?;
-    }
-    gauge(
-        out,
-        "wgadm_peers",
-        "Peers in the state plus unknown peers on the device.",
-        s.status.peers_total as f64,
-    )?;
-    gauge(
-        out,
-        "wgadm_peers_connected",
-        "Peers with a handshake younger than the connected window.",
-        s.status.peers_connected as f64,
-    )?;
-
-    type PeerValue = fn(&crate::status::PeerStatus) -> u64;
-    let per_peer: [(&str, &str, &str, PeerValue); 6] = [
-        (
-            "wgadm_peer_receive_bytes_total",
-            "counter",
-            "Bytes received from the peer.",
-            |p| p.rx_bytes,
-        ),
-        (
-            "wgadm_peer_transmit_bytes_total",
-            "counter",
-            "Bytes sent to the peer.",
-            |p| p.tx_bytes,
-        ),
-        (
-            "wgadm_peer_latest_handshake_timestamp_seconds",
-            "gauge",
-            "Unix time of the peer's latest handshake; 0 when there was none.",
-            |p| p.latest_handshake.unwrap_or(0),
-        ),
-        (
-            "wgadm_peer_connected",
-            "gauge",
-            "Whether the peer's latest handshake is younger than the connected window.",
-            |p| u64::from(p.connected),
-        ),
-        (
-            "wgadm_peer_enabled",
-            "gauge",
-            "Whether the state has the peer enabled.",
-            |p| u64::from(p.enabled),
-        ),
-        (
-            "wgadm_peer_denied_packets_total",
-            "counter",
-            "Packets from the peer toward denied networks, dropped by the firewall.",
-            |p| p.denied_packets,
-        ),
-    ];
-    for (name, kind, help, value) in per_peer {
-        family(out, name, kind, help)?;
-        for (p, l) in s.status.peers.iter().zip(&labels) {
-            writeln!(out, "{name}{{{l}}} {}", value(p))?;
-        }
-    }
-
-    // Only peers with an expiry: an alert is `wgadm_peer_expiry_timestamp_seconds - time()
-    // < 14 * 86400`, and a peer without one has nothing to compare.
-    let name = "wgadm_peer_expiry_timestamp_seconds";
-    family(
-        out,
-        name,
-        "gauge",
-        "Unix time the peer goes off (00:00 UTC of its expires day); only peers with an expiry.",
-    )?;
-    for (p, l) in s.status.peers.iter().zip(&labels) {
-        if let Some(e) = p.expires {
-            writeln!(out, "{name}{{{l}}} {}", crate::expiry::expiry_timestamp(e))?;
-        }
-    }
-
-    counter(
-        out,
-        "wgadm_refused_handshakes_total",
-        "Handshake initiations that got no response (unknown or wrong key).",
-        s.refused_handshakes_total,
-    )?;
-    gauge(
-        out,
-        "wgadm_refused_handshake_sources",
-        "Source addresses with refused handshakes listed in the snapshot.",
-        s.refused_sources.len() as f64,
-    )?;
-    let h = &s.handshake_log;
-    gauge(
-        out,
-        "wgadm_handshake_log_up",
-        "Whether the daemon reads the handshake log (NFLOG); refused handshakes are counted only then.",
-        f64::from(u8::from(h.up)),
-    )?;
-    counter(
-        out,
-        "wgadm_handshake_initiations_total",
-        "Handshake initiations seen at the listen port.",
-        h.initiations,
-    )?;
-    counter(
-        out,
-        "wgadm_handshake_responses_total",
-        "Handshake responses and cookie replies sent from the listen port.",
-        h.responses,
-    )?;
-    counter(
-        out,
-        "wgadm_handshake_log_lost_total",
-        "Times handshake log messages were lost (socket buffer overflow).",
-        h.lost,
-    )?;
-
-    let f = &s.firewall;
-    gauge(
-        out,
-        "wgadm_firewall_guarded",
-        "Whether the daemon guards the firewall (table inet wgadm).",
-        f64::from(u8::from(f.guarded)),
-    )?;
-    gauge(
-        out,
-        "wgadm_firewall_in_force",
-        "Whether table inet wgadm with the state's ruleset is in force; while 0 nothing is forwarded from the VPN.",
-        f64::from(u8::from(f.in_force)),
-    )?;
-    counter(
-        out,
-        "wgadm_firewall_restores_total",
-        "Times the daemon found table inet wgadm missing or changed and loaded it again.",
-        f.restored,
-    )?;
-    counter(
-        out,
-        "wgadm_firewall_restore_errors_total",
-        "Firewall checks or restores that failed.",
-        f.restore_errors,
-    )?;
-
-    let d = &s.daemon;
-    counter(out, "wgadm_polls_total", "Polls of the device.", d.polls)?;
-    counter(
-        out,
-        "wgadm_poll_errors_total",
-        "Polls that failed to read the device.",
-        d.poll_errors,
-    )?;
-    counter(
-        out,
-        "wgadm_state_errors_total",
-        "Failed reloads of the state directory (the daemon keeps the previous state).",
-        d.state_errors,
-    )?;
-    counter(
-        out,
-        "wgadm_snapshot_errors_total",
-        "Status snapshots that could not be written.",
-        d.snapshot_errors,
-    )?;
-    gauge(
-        out,
-        "wgadm_poll_duration_seconds",
-        "How long the latest poll took.",
-        d.last_poll_seconds,
-    )?;
-    family(
-        out,
-        "wgadm_poll_seconds_total",
-        "counter",
-        "Time spent polling, all polls together.",
-    )?;
-    writeln!(
-        out,
-        "wgadm_poll_seconds_total{{{iface}}} {}",
-        d.poll_seconds_total
-    )?;
-    gauge(
-        out,
-        "wgadm_last_poll_timestamp_seconds",
-        "Unix time of the latest poll.",
-        s.generated_at as f64,
-    )?;
-    gauge(
-        out,
-        "wgadm_daemon_start_time_seconds",
-        "Unix time the daemon started.",
-        d.started_at as f64,
-    )?;
-    family(
-        out,
-        "wgadm_build_info",
-        "gauge",
-        "The wgadm version, as a label; always 1.",
-    )?;
-    writeln!(
-        out,
-        "wgadm_build_info{{version=\"{}\"}} 1",
-        escape(&d.version)
-    )
+    m.interface(s)?;
+    m.peers(s)?;
+    m.handshakes(s)?;
+    m.firewall(s)?;
+    m.daemon(s)
 }
+
+/// The writer and the interface label every family carries.
+struct Families<'a, W> {
+    out: &'a mut W,
+    /// `interface="wg0"`, escaped.
+    iface: String,
+}
+
+impl<W: Write> Families<'_, W> {
+    /// A gauge family with one sample for the interface.
+    fn gauge(&mut self, name: &str, help: &str, v: f64) -> fmt::Result {
+        family(self.out, name, "gauge", help)?;
+        writeln!(self.out, "{name}{{{}}} {}", self.iface, num(v))
+    }
+
+    /// A counter family with one sample for the interface.
+    fn counter(&mut self, name: &str, help: &str, v: u64) -> fmt::Result {
+        family(self.out, name, "counter", help)?;
+        writeln!(self.out, "{name}{{{}}} {v}", self.iface)
+    }
+
+    /// Up, listen port, peers, connected peers.
+    fn interface(&mut self, s: &Snapshot) -> fmt::Result {
+        self.gauge(
+            "wgadm_interface_up",
+            "Whether the WireGuard interface exists (1) or not (0).",
+            f64::from(u8::from(s.status.up)),
+        )?;
+        if let Some(port) = s.status.listen_port {
+            self.gauge(
+                "wgadm_interface_listen_port",
+                "The UDP port the interface listens on.",
+                f64::from(port),
+            )?;
+        }
+        self.gauge(
+            "wgadm_peers",
+            "Peers in the state plus unknown peers on the device.",
+            s.status.peers_total as f64,
+        )?;
+        self.gauge(
+            "wgadm_peers_connected",
+            "Peers with a handshake younger than the connected window.",
+            s.status.peers_connected as f64,
+        )
+    }
+
+    /// One family per peer value, each with a sample per peer, then the expiry timestamps.
+    fn peers(&mut self, s: &Snapshot) -> fmt::Result {
+        let labels: Vec<String> = s
+            .status
+            .peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{},peer=\"{}\",public_key=\"{}\",address=\"{}\"",
+                    self.iface,
+                    escape(p.name.as_deref().unwrap_or("")),
+                    p.public_key,
+                    p.address.map(|a| a.to_string()).unwrap_or_default()
+                )
+            })
+            .collect();
+        for (name, kind, help, value) in PER_PEER {
+            family(self.out, name, kind, help)?;
+            for (p, l) in s.status.peers.iter().zip(&labels) {
+                writeln!(self.out, "{name}{{{l}}} {}", value(p))?;
+            }
+        }
+        // Only peers with an expiry: an alert is `wgadm_peer_expiry_timestamp_seconds - time()
+        // < 14 * 86400`, and a peer without one has nothing to compare.
+        let name = "wgadm_peer_expiry_timestamp_seconds";
+        family(
+            self.out,
+            name,
+            "gauge",
+            "Unix time the peer goes off (00:00 UTC of its expires day); only peers with an expiry.",
+        )?;
+        for (p, l) in s.status.peers.iter().zip(&labels) {
+            if let Some(e) = p.expires {
+                writeln!(
+                    self.out,
+                    "{name}{{{l}}} {}",
+                    crate::expiry::expiry_timestamp(e)
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refused handshakes and the handshake log that counts them.
+    fn handshakes(&mut self, s: &Snapshot) -> fmt::Result {
+        self.counter(
+            "wgadm_refused_handshakes_total",
+            "Handshake initiations that got no response (unknown or wrong key).",
+            s.refused_handshakes_total,
+        )?;
+        self.gauge(
+            "wgadm_refused_handshake_sources",
+            "Source addresses with refused handshakes listed in the snapshot.",
+            s.refused_sources.len() as f64,
+        )?;
+        let h = &s.handshake_log;
+        self.gauge(
+            "wgadm_handshake_log_up",
+            "Whether the daemon reads the handshake log (NFLOG); refused handshakes are counted only then.",
+            f64::from(u8::from(h.up)),
+        )?;
+        self.counter(
+            "wgadm_handshake_initiations_total",
+            "Handshake initiations seen at the listen port.",
+            h.initiations,
+        )?;
+        self.counter(
+            "wgadm_handshake_responses_total",
+            "Handshake responses and cookie replies sent from the listen port.",
+            h.responses,
+        )?;
+        self.counter(
+            "wgadm_handshake_log_lost_total",
+            "Times handshake log messages were lost (socket buffer overflow).",
+            h.lost,
+        )
+    }
+
+    /// The firewall guard.
+    fn firewall(&mut self, s: &Snapshot) -> fmt::Result {
+        let f = &s.firewall;
+        self.gauge(
+            "wgadm_firewall_guarded",
+            "Whether the daemon guards the firewall (table inet wgadm).",
+            f64::from(u8::from(f.guarded)),
+        )?;
+        self.gauge(
+            "wgadm_firewall_in_force",
+            "Whether table inet wgadm with the state's ruleset is in force; while 0 nothing is forwarded from the VPN.",
+            f64::from(u8::from(f.in_force)),
+        )?;
+        self.counter(
+            "wgadm_firewall_restores_total",
+            "Times the daemon found table inet wgadm missing or changed and loaded it again.",
+            f.restored,
+        )?;
+        self.counter(
+            "wgadm_firewall_restore_errors_total",
+            "Firewall checks or restores that failed.",
+            f.restore_errors,
+        )
+    }
+
+    /// The daemon's own: polls, errors, timing, start time, version.
+    fn daemon(&mut self, s: &Snapshot) -> fmt::Result {
+        let d = &s.daemon;
+        self.counter("wgadm_polls_total", "Polls of the device.", d.polls)?;
+        self.counter(
+            "wgadm_poll_errors_total",
+            "Polls that failed to read the device.",
+            d.poll_errors,
+        )?;
+        self.counter(
+            "wgadm_state_errors_total",
+            "Failed reloads of the state directory (the daemon keeps the previous state).",
+            d.state_errors,
+        )?;
+        self.counter(
+            "wgadm_snapshot_errors_total",
+            "Status snapshots that could not be written.",
+            d.snapshot_errors,
+        )?;
+        self.gauge(
+            "wgadm_poll_duration_seconds",
+            "How long the latest poll took.",
+            d.last_poll_seconds,
+        )?;
+        family(
+            self.out,
+            "wgadm_poll_seconds_total",
+            "counter",
+            "Time spent polling, all polls together.",
+        )?;
+        writeln!(
+            self.out,
+            "wgadm_poll_seconds_total{{{}}} {}",
+            self.iface, d.poll_seconds_total
+        )?;
+        self.gauge(
+            "wgadm_last_poll_timestamp_seconds",
+            "Unix time of the latest poll.",
+            s.generated_at as f64,
+        )?;
+        self.gauge(
+            "wgadm_daemon_start_time_seconds",
+            "Unix time the daemon started.",
+            d.started_at as f64,
+        )?;
+        family(
+            self.out,
+            "wgadm_build_info",
+            "gauge",
+            "The wgadm version, as a label; always 1.",
+        )?;
+        writeln!(
+            self.out,
+            "wgadm_build_info{{version=\"{}\"}} 1",
+            escape(&d.version)
+        )
+    }
+}
+
+/// A value of one peer.
+type PeerValue = fn(&crate::status::PeerStatus) -> u64;
+
+/// The per-peer families: name, type, help, value.
+const PER_PEER: [(&str, &str, &str, PeerValue); 6] = [
+    (
+        "wgadm_peer_receive_bytes_total",
+        "counter",
+        "Bytes received from the peer.",
+        |p| p.rx_bytes,
+    ),
+    (
+        "wgadm_peer_transmit_bytes_total",
+        "counter",
+        "Bytes sent to the peer.",
+        |p| p.tx_bytes,
+    ),
+    (
+        "wgadm_peer_latest_handshake_timestamp_seconds",
+        "gauge",
+        "Unix time of the peer's latest handshake; 0 when there was none.",
+        |p| p.latest_handshake.unwrap_or(0),
+    ),
+    (
+        "wgadm_peer_connected",
+        "gauge",
+        "Whether the peer's latest handshake is younger than the connected window.",
+        |p| u64::from(p.connected),
+    ),
+    (
+        "wgadm_peer_enabled",
+        "gauge",
+        "Whether the state has the peer enabled.",
+        |p| u64::from(p.enabled),
+    ),
+    (
+        "wgadm_peer_denied_packets_total",
+        "counter",
+        "Packets from the peer toward denied networks, dropped by the firewall.",
+        |p| p.denied_packets,
+    ),
+];
 
 /// [`render`] into a string.
 pub fn text(s: &Snapshot) -> String {
