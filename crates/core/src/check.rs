@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::ipam::is_assignable;
-use crate::{Key, PeerName, State};
+use crate::{Key, Peer, PeerName, Server, State};
 
 /// One thing wrong with the state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,8 +58,21 @@ pub fn check(state: &State) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut report = |place: String, message: String| problems.push(Problem { place, message });
     let server = &state.server;
-    let here = |field: &str| format!("server.yml: {field}");
+    check_server(server, &mut report);
+    let mut by_address: BTreeMap<Ipv4Addr, Vec<&PeerName>> = BTreeMap::new();
+    let mut by_key: BTreeMap<Key, Vec<&PeerName>> = BTreeMap::new();
+    for (name, peer) in &state.peers {
+        check_peer(server, name, peer, &mut report);
+        by_address.entry(peer.address).or_default().push(name);
+        by_key.entry(peer.public_key).or_default().push(name);
+    }
+    check_clashes(&by_address, &by_key, &mut report);
+    problems
+}
 
+/// `server.yml` on its own: subnet size and shape, the server's address, deny, keys, lists.
+fn check_server(server: &Server, report: &mut impl FnMut(String, String)) {
+    let here = |field: &str| format!("server.yml: {field}");
     if server.subnet.prefix_len() > MAX_SUBNET_PREFIX {
         report(
             here("subnet"),
@@ -80,27 +93,7 @@ pub fn check(state: &State) -> Vec<Problem> {
             ),
         );
     }
-    if let Some(d) = server.deny.iter().find(|d| d.contains(&server.address)) {
-        report(
-            here("deny"),
-            format!(
-                "{d} covers the server's own address {}: the VPN could not reach its server; \
-                 narrow the deny list or move the VPN subnet",
-                server.address
-            ),
-        );
-    } else {
-        for d in server.deny.iter().filter(|d| overlaps(&server.subnet, d)) {
-            report(
-                here("subnet"),
-                format!(
-                    "{} overlaps the denied range {d} (server.yml: deny): peers would get \
-                     addresses the firewall refuses; pick a subnet outside the deny list",
-                    server.subnet
-                ),
-            );
-        }
-    }
+    check_server_deny(server, report);
     if server.public_key.is_low_order() {
         report(here("public_key"), LOW_ORDER.into());
     }
@@ -138,51 +131,85 @@ pub fn check(state: &State) -> Vec<Problem> {
             );
         }
     }
-    check_access(&server.access, &server.deny, here("access"), &mut report);
+    check_access(&server.access, &server.deny, here("access"), report);
+}
 
-    let mut by_address: BTreeMap<Ipv4Addr, Vec<&PeerName>> = BTreeMap::new();
-    let mut by_key: BTreeMap<Key, Vec<&PeerName>> = BTreeMap::new();
-    for (name, peer) in &state.peers {
-        let at = |field: &str| format!("{}: {field}", peer_file(name));
-        if !is_assignable(server.subnet, server.address, peer.address) {
-            let why = if !server.subnet.contains(&peer.address) {
-                format!("is outside the subnet {}", server.subnet)
-            } else if peer.address == server.address {
-                "is the server's own address".to_owned()
-            } else {
-                format!("is the network or broadcast address of {}", server.subnet)
-            };
-            report(
-                at("address"),
-                format!(
-                    "{} {why}; choose another or let wgadm pick the lowest free one",
-                    peer.address
-                ),
-            );
-        }
-        by_address.entry(peer.address).or_default().push(name);
-        if peer.public_key == server.public_key {
-            report(
-                at("public_key"),
-                "is the server's own public key; every peer needs its own key pair".into(),
-            );
-        }
-        if peer.public_key.is_low_order() {
-            report(at("public_key"), LOW_ORDER.into());
-        }
-        by_key.entry(peer.public_key).or_default().push(name);
-        if let Some(access) = &peer.access {
-            for net in access.iter().filter(|n| !canonical(n)) {
-                report(
-                    at("access"),
-                    format!("{net} has host bits set; write it as {}", net.trunc()),
-                );
-            }
-            check_access(access, &server.deny, at("access"), &mut report);
-        }
+/// The deny list against the server's own address and the VPN subnet.
+fn check_server_deny(server: &Server, report: &mut impl FnMut(String, String)) {
+    if let Some(d) = server.deny.iter().find(|d| d.contains(&server.address)) {
+        report(
+            "server.yml: deny".into(),
+            format!(
+                "{d} covers the server's own address {}: the VPN could not reach its server; \
+                 narrow the deny list or move the VPN subnet",
+                server.address
+            ),
+        );
+        return;
     }
-    // Each peer of a clash gets its own line naming the others, so whichever peer a command
-    // is about comes first in its message.
+    for d in server.deny.iter().filter(|d| overlaps(&server.subnet, d)) {
+        report(
+            "server.yml: subnet".into(),
+            format!(
+                "{} overlaps the denied range {d} (server.yml: deny): peers would get \
+                 addresses the firewall refuses; pick a subnet outside the deny list",
+                server.subnet
+            ),
+        );
+    }
+}
+
+/// One peer against the server: its address, its key, its access list.
+fn check_peer(
+    server: &Server,
+    name: &PeerName,
+    peer: &Peer,
+    report: &mut impl FnMut(String, String),
+) {
+    let at = |field: &str| format!("{}: {field}", peer_file(name));
+    if !is_assignable(server.subnet, server.address, peer.address) {
+        let why = if !server.subnet.contains(&peer.address) {
+            format!("is outside the subnet {}", server.subnet)
+        } else if peer.address == server.address {
+            "is the server's own address".to_owned()
+        } else {
+            format!("is the network or broadcast address of {}", server.subnet)
+        };
+        report(
+            at("address"),
+            format!(
+                "{} {why}; choose another or let wgadm pick the lowest free one",
+                peer.address
+            ),
+        );
+    }
+    if peer.public_key == server.public_key {
+        report(
+            at("public_key"),
+            "is the server's own public key; every peer needs its own key pair".into(),
+        );
+    }
+    if peer.public_key.is_low_order() {
+        report(at("public_key"), LOW_ORDER.into());
+    }
+    if let Some(access) = &peer.access {
+        for net in access.iter().filter(|n| !canonical(n)) {
+            report(
+                at("access"),
+                format!("{net} has host bits set; write it as {}", net.trunc()),
+            );
+        }
+        check_access(access, &server.deny, at("access"), report);
+    }
+}
+
+/// Peers sharing an address or a key. Each peer of a clash gets its own line naming the
+/// others, so whichever peer a command is about comes first in its message.
+fn check_clashes(
+    by_address: &BTreeMap<Ipv4Addr, Vec<&PeerName>>,
+    by_key: &BTreeMap<Key, Vec<&PeerName>>,
+    report: &mut impl FnMut(String, String),
+) {
     for (address, names) in by_address.iter().filter(|(_, n)| n.len() > 1) {
         for name in names {
             report(
@@ -207,7 +234,6 @@ pub fn check(state: &State) -> Vec<Problem> {
             );
         }
     }
-    problems
 }
 
 /// What a public key of small order is told.
