@@ -286,37 +286,44 @@ impl Event {
                 }
                 f.push(("peers", (*peers).into()));
             }
-            Event::Refused(Report::Source {
-                source,
-                port,
-                count,
-                source_total,
-                total,
-            }) => {
-                f.push(("source", source.to_string().into()));
-                f.push(("endpoint", endpoint_of(*source, *port).into()));
-                f.push(("count", (*count).into()));
-                f.push(("source_total", (*source_total).into()));
-                f.push(("total", (*total).into()));
-            }
-            Event::Refused(Report::Others {
-                sources,
-                untracked_sources_attempts,
-                count,
-                total,
-            }) => {
-                f.push(("sources", (*sources).into()));
-                if *untracked_sources_attempts > 0 {
-                    f.push((
-                        "untracked_sources_count",
-                        (*untracked_sources_attempts).into(),
-                    ));
-                }
-                f.push(("count", (*count).into()));
-                f.push(("total", (*total).into()));
-            }
+            Event::Refused(report) => refused_fields(&mut f, report),
         }
         f
+    }
+}
+
+/// The fields of a refused-handshake report.
+fn refused_fields(f: &mut Vec<(&'static str, Value)>, report: &Report) {
+    match report {
+        Report::Source {
+            source,
+            port,
+            count,
+            source_total,
+            total,
+        } => {
+            f.push(("source", source.to_string().into()));
+            f.push(("endpoint", endpoint_of(*source, *port).into()));
+            f.push(("count", (*count).into()));
+            f.push(("source_total", (*source_total).into()));
+            f.push(("total", (*total).into()));
+        }
+        Report::Others {
+            sources,
+            untracked_sources_attempts,
+            count,
+            total,
+        } => {
+            f.push(("sources", (*sources).into()));
+            if *untracked_sources_attempts > 0 {
+                f.push((
+                    "untracked_sources_count",
+                    (*untracked_sources_attempts).into(),
+                ));
+            }
+            f.push(("count", (*count).into()));
+            f.push(("total", (*total).into()));
+        }
     }
 }
 
@@ -371,62 +378,64 @@ pub fn initial(cur: &Status) -> Vec<Event> {
 /// What happened between two observations. While the interface is down nothing else is
 /// reported; when it comes back, peers are reported as they connect again.
 pub fn diff(prev: &Status, cur: &Status) -> Vec<Event> {
-    let mut out = Vec::new();
-    match (prev.up, cur.up) {
+    let mut out = match (prev.up, cur.up) {
         (true, false) => {
-            out.push(Event::InterfaceDown {
+            return vec![Event::InterfaceDown {
                 connected_before: prev.peers_connected,
-            });
-            return out;
+            }]
         }
-        (false, false) => return out,
-        (false, true) => out.extend(initial(cur)),
-        (true, true) => {
-            let before: HashSet<Key> = prev
-                .peers
+        (false, false) => return Vec::new(),
+        (false, true) => initial(cur),
+        (true, true) => config_change(prev, cur).into_iter().collect(),
+    };
+    peer_changes(prev, cur, &mut out);
+    out
+}
+
+/// Peers added to or removed from the device, or a new listen port; `None` when neither.
+fn config_change(prev: &Status, cur: &Status) -> Option<Event> {
+    let keys = |s: &Status| -> HashSet<Key> {
+        s.peers
+            .iter()
+            .filter(|p| on_device(p))
+            .map(|p| p.public_key)
+            .collect()
+    };
+    let (before, now) = (keys(prev), keys(cur));
+    let label = |p: &PeerStatus| PeerRef::of(p).label();
+    let added: Vec<String> = cur
+        .peers
+        .iter()
+        .filter(|p| on_device(p) && !before.contains(&p.public_key))
+        .map(label)
+        .collect();
+    let removed: Vec<String> = prev
+        .peers
+        .iter()
+        .filter(|p| on_device(p) && !now.contains(&p.public_key))
+        .map(|p| {
+            // Named by the newer state when it still knows the key.
+            cur.peers
                 .iter()
-                .filter(|p| on_device(p))
-                .map(|p| p.public_key)
-                .collect();
-            let now: HashSet<Key> = cur
-                .peers
-                .iter()
-                .filter(|p| on_device(p))
-                .map(|p| p.public_key)
-                .collect();
-            let label = |p: &PeerStatus| PeerRef::of(p).label();
-            let added: Vec<String> = cur
-                .peers
-                .iter()
-                .filter(|p| on_device(p) && !before.contains(&p.public_key))
-                .map(label)
-                .collect();
-            let removed: Vec<String> = prev
-                .peers
-                .iter()
-                .filter(|p| on_device(p) && !now.contains(&p.public_key))
-                .map(|p| {
-                    // Named by the newer state when it still knows the key.
-                    cur.peers
-                        .iter()
-                        .find(|c| c.public_key == p.public_key && c.name.is_some())
-                        .map_or_else(|| label(p), label)
-                })
-                .collect();
-            let port = match (prev.listen_port, cur.listen_port) {
-                (Some(a), Some(b)) if a != b => Some((a, b)),
-                _ => None,
-            };
-            if !added.is_empty() || !removed.is_empty() || port.is_some() {
-                out.push(Event::ConfigChanged {
-                    added,
-                    removed,
-                    listen_port: port,
-                    peers: now.len(),
-                });
-            }
-        }
-    }
+                .find(|c| c.public_key == p.public_key && c.name.is_some())
+                .map_or_else(|| label(p), label)
+        })
+        .collect();
+    let port = match (prev.listen_port, cur.listen_port) {
+        (Some(a), Some(b)) if a != b => Some((a, b)),
+        _ => None,
+    };
+    (!added.is_empty() || !removed.is_empty() || port.is_some()).then(|| Event::ConfigChanged {
+        added,
+        removed,
+        listen_port: port,
+        peers: now.len(),
+    })
+}
+
+/// Peers that connected, disconnected or moved, in the order of `cur`; then connected peers
+/// that vanished from the state and the device alike.
+fn peer_changes(prev: &Status, cur: &Status, out: &mut Vec<Event>) {
     let previous: HashMap<Key, &PeerStatus> =
         prev.peers.iter().map(|p| (p.public_key, p)).collect();
     let mut seen = HashSet::new();
@@ -460,7 +469,6 @@ pub fn diff(prev: &Status, cur: &Status) -> Vec<Event> {
             }
         }
     }
-    // A connected peer that vanished from the state and the device alike.
     for p in prev.peers.iter().filter(|p| !seen.contains(&p.public_key)) {
         if p.connected {
             out.push(Event::PeerDisconnected {
@@ -470,7 +478,6 @@ pub fn diff(prev: &Status, cur: &Status) -> Vec<Event> {
             });
         }
     }
-    out
 }
 
 /// What changed between two loads of the state; `None` when nothing did.
