@@ -148,18 +148,28 @@ pub fn parse_v15(interface: &Row, clients: &[Row], file: &str) -> Source {
     src.listen_port = cell_int(interface, "port")
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0);
+    v15_addresses(interface, &here, &mut src);
+    for row in clients {
+        let peer = v15_client(row, file, &mut src.issues);
+        src.peers.push(peer);
+    }
+    src
+}
+
+/// The server's addresses from wg-easy 15's `ipv4_cidr` and `ipv6_cidr`.
+fn v15_addresses(interface: &Row, here: &str, src: &mut Source) {
     // The server takes the first host of ipv4_cidr, as wg-easy does.
     if let Some(cidr) = cell_text(interface, "ipv4_cidr") {
         match cidr.parse::<ipnet::Ipv4Net>() {
             Ok(net) => match net.hosts().next() {
                 Some(first) => src.addresses.push(format!("{first}/{}", net.prefix_len())),
                 None => src.issues.push(Issue::conflict(
-                    &here,
+                    here,
                     format!("ipv4_cidr {cidr} has no hosts"),
                 )),
             },
             Err(_) => src.issues.push(Issue::conflict(
-                &here,
+                here,
                 format!("ipv4_cidr {cidr:?} is no IPv4 network"),
             )),
         }
@@ -172,58 +182,54 @@ pub fn parse_v15(interface: &Row, clients: &[Row], file: &str) -> Source {
                 src.addresses.push(format!("{first}/{}", net.prefix_len()))
             }
             Err(_) => src.issues.push(Issue::conflict(
-                &here,
+                here,
                 format!("ipv6_cidr {cidr:?} is no IPv6 network"),
             )),
         }
     }
-    for row in clients {
-        let id = cell_int(row, "id")
-            .map(|i| i.to_string())
-            .unwrap_or_else(|| "?".into());
-        let name = cell_text(row, "name").map(str::to_owned);
-        let place = format!(
-            "{file}: clients_table id {id}{}",
-            name.as_deref()
-                .map(|n| format!(" ({n:?})"))
-                .unwrap_or_default()
-        );
-        let private_key = secret(
-            &mut src.issues,
-            &place,
-            "private_key",
-            cell_text(row, "private_key"),
-        );
-        let preshared_key = secret(
-            &mut src.issues,
-            &place,
-            "pre_shared_key",
-            cell_text(row, "pre_shared_key"),
-        );
-        let mut allowed_ips: Vec<String> = cell_text(row, "ipv4_address")
-            .map(|a| vec![format!("{a}/32")])
-            .unwrap_or_default();
-        if let Some(v6) = cell_text(row, "ipv6_address").filter(|a| !a.is_empty()) {
-            allowed_ips.push(format!("{v6}/128"));
-        }
-        if let Some(Cell::Text(extra)) = row.get("server_allowed_ips") {
-            // A JSON list of extra networks routed through this client.
-            if let Ok(list) = serde_json::from_str::<Vec<String>>(extra) {
-                allowed_ips.extend(list);
-            }
-        }
-        src.peers.push(SourcePeer {
-            name,
-            public_key: cell_text(row, "public_key").unwrap_or_default().to_owned(),
-            preshared_key,
-            allowed_ips,
-            private_key,
-            enabled: cell_int(row, "enabled").is_none_or(|e| e != 0),
-            keepalive: cell_int(row, "persistent_keepalive").and_then(|k| u16::try_from(k).ok()),
-            expires: cell_text(row, "expires_at").and_then(date_prefix),
-            extras: Vec::new(),
-            place,
-        });
+}
+
+/// One row of wg-easy 15's `clients_table`.
+fn v15_client(row: &Row, file: &str, issues: &mut Vec<Issue>) -> SourcePeer {
+    let id = cell_int(row, "id")
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "?".into());
+    let name = cell_text(row, "name").map(str::to_owned);
+    let place = format!(
+        "{file}: clients_table id {id}{}",
+        name.as_deref()
+            .map(|n| format!(" ({n:?})"))
+            .unwrap_or_default()
+    );
+    let private_key = secret(issues, &place, "private_key", cell_text(row, "private_key"));
+    let preshared_key = secret(
+        issues,
+        &place,
+        "pre_shared_key",
+        cell_text(row, "pre_shared_key"),
+    );
+    let mut allowed_ips: Vec<String> = cell_text(row, "ipv4_address")
+        .map(|a| vec![format!("{a}/32")])
+        .unwrap_or_default();
+    if let Some(v6) = cell_text(row, "ipv6_address").filter(|a| !a.is_empty()) {
+        allowed_ips.push(format!("{v6}/128"));
     }
-    src
+    if let Some(Cell::Text(extra)) = row.get("server_allowed_ips") {
+        // A JSON list of extra networks routed through this client.
+        if let Ok(list) = serde_json::from_str::<Vec<String>>(extra) {
+            allowed_ips.extend(list);
+        }
+    }
+    SourcePeer {
+        name,
+        public_key: cell_text(row, "public_key").unwrap_or_default().to_owned(),
+        preshared_key,
+        allowed_ips,
+        private_key,
+        enabled: cell_int(row, "enabled").is_none_or(|e| e != 0),
+        keepalive: cell_int(row, "persistent_keepalive").and_then(|k| u16::try_from(k).ok()),
+        expires: cell_text(row, "expires_at").and_then(date_prefix),
+        extras: Vec::new(),
+        place,
+    }
 }
