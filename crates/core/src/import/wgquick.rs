@@ -39,12 +39,6 @@ pub fn parse_server(text: &str, file: &str) -> Source {
         file: file.to_owned(),
         ..Source::default()
     };
-    #[derive(PartialEq)]
-    enum In {
-        Nothing,
-        Interface,
-        Peer,
-    }
     let mut section = In::Nothing;
     let mut last_comment: Option<String> = None;
     let mut block: Option<String> = None;
@@ -75,56 +69,81 @@ pub fn parse_server(text: &str, file: &str) -> Source {
             continue;
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "interface" => section = In::Interface,
-                "peer" => {
-                    section = In::Peer;
-                    src.peers.push(SourcePeer {
-                        place: match &block {
-                            Some(b) => format!("{here} (peer {b})"),
-                            None => here.clone(),
-                        },
-                        name: block
-                            .clone()
-                            .or(last_comment.take().filter(|c| !c.is_empty())),
-                        enabled: !disabled,
-                        ..SourcePeer::default()
-                    });
-                }
-                other => {
-                    src.issues.push(Issue::conflict(
-                        &here,
-                        format!("[{other}] is no wg-quick section; only [Interface] and [Peer]"),
-                    ));
-                    section = In::Nothing;
-                }
-            }
-            last_comment = None;
+            let comment = last_comment.take();
+            section = open_section(&mut src, name, &here, block.as_deref(), comment, disabled);
             continue;
         }
         last_comment = None;
-        let Some((key, value)) = line.split_once('=') else {
+        key_value(&mut src, &section, line, &here);
+    }
+    src
+}
+
+/// The section a server config's line is in.
+#[derive(PartialEq)]
+enum In {
+    Nothing,
+    Interface,
+    Peer,
+}
+
+/// A `[Section]` line: the interface, or a new peer named by its PiVPN block or else the
+/// comment line above it.
+fn open_section(
+    src: &mut Source,
+    name: &str,
+    here: &str,
+    block: Option<&str>,
+    comment: Option<String>,
+    disabled: bool,
+) -> In {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "interface" => In::Interface,
+        "peer" => {
+            src.peers.push(SourcePeer {
+                place: match block {
+                    Some(b) => format!("{here} (peer {b})"),
+                    None => here.to_owned(),
+                },
+                name: block
+                    .map(str::to_owned)
+                    .or(comment.filter(|c| !c.is_empty())),
+                enabled: !disabled,
+                ..SourcePeer::default()
+            });
+            In::Peer
+        }
+        other => {
             src.issues.push(Issue::conflict(
-                &here,
-                "expected `Key = Value` or a [Section]",
+                here,
+                format!("[{other}] is no wg-quick section; only [Interface] and [Peer]"),
             ));
-            continue;
-        };
-        let (key, value) = (key.trim(), value.trim());
-        match section {
-            In::Nothing => src.issues.push(Issue::conflict(
-                &here,
-                format!("{key} before any [Section]"),
-            )),
-            In::Interface => interface_key(&mut src, key, value, &here),
-            In::Peer => {
-                if let Some(peer) = src.peers.last_mut() {
-                    peer_key(peer, &mut src.issues, key, value, &here);
-                }
+            In::Nothing
+        }
+    }
+}
+
+/// A `Key = Value` line of the section it is in.
+fn key_value(src: &mut Source, section: &In, line: &str, here: &str) {
+    let Some((key, value)) = line.split_once('=') else {
+        src.issues.push(Issue::conflict(
+            here,
+            "expected `Key = Value` or a [Section]",
+        ));
+        return;
+    };
+    let (key, value) = (key.trim(), value.trim());
+    match section {
+        In::Nothing => src
+            .issues
+            .push(Issue::conflict(here, format!("{key} before any [Section]"))),
+        In::Interface => interface_key(src, key, value, here),
+        In::Peer => {
+            if let Some(peer) = src.peers.last_mut() {
+                peer_key(peer, &mut src.issues, key, value, here);
             }
         }
     }
-    src
 }
 
 fn interface_key(src: &mut Source, key: &str, value: &str, here: &str) {
