@@ -425,7 +425,10 @@ fn config_change(prev: &Status, cur: &Status) -> Option<Event> {
         (Some(a), Some(b)) if a != b => Some((a, b)),
         _ => None,
     };
-    (!added.is_empty() || !removed.is_empty() || port.is_some()).then(|| Event::ConfigChanged {
+    if added.is_empty() && removed.is_empty() && port.is_none() {
+        return None;
+    }
+    Some(Event::ConfigChanged {
         added,
         removed,
         listen_port: port,
