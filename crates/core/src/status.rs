@@ -110,44 +110,11 @@ pub fn status_within(
     today: Date,
     window: u64,
 ) -> Status {
-    let on_device: HashMap<Key, &crate::device::ObservedPeer> = observed
-        .map(|o| o.peers.iter().map(|p| (p.public_key, p)).collect())
-        .unwrap_or_default();
-    let mut peers = Vec::with_capacity(state.peers.len());
-    let mut known = std::collections::HashSet::new();
-    for (name, p) in &state.peers {
-        known.insert(p.public_key);
-        let device = on_device.get(&p.public_key).copied();
-        let state = match (State::is_active(p, today), device.is_some(), p.enabled) {
-            (true, true, _) => PeerState::Applied,
-            (true, false, _) => PeerState::NotApplied,
-            (false, true, _) => PeerState::PendingRemoval,
-            (false, false, false) => PeerState::Disabled,
-            (false, false, true) => PeerState::Expired,
-        };
-        peers.push(peer_status(
-            Some(name.to_string()),
-            Some(p.address),
-            p.public_key,
-            state,
-            p.enabled,
-            device,
-            When { now, window },
-        ));
-    }
-    for p in &mut peers {
-        p.denied_packets = p
-            .address
-            .and_then(|a| drops.get(&a))
-            .map_or(0, |c| c.packets);
-    }
-    // The state's peers come first, in the state's order.
-    let today_n = crate::expiry::unix_day(today);
-    for (p, (_, peer)) in peers.iter_mut().zip(&state.peers) {
-        p.expires = peer.expires;
-        p.expires_in_days = peer.expires.map(|e| crate::expiry::unix_day(e) - today_n);
-    }
+    let when = When { now, window };
+    let mut peers = state_peers(state, observed, drops, today, when);
     if let Some(o) = observed {
+        let known: std::collections::HashSet<Key> =
+            state.peers.values().map(|p| p.public_key).collect();
         for d in o.peers.iter().filter(|d| !known.contains(&d.public_key)) {
             peers.push(peer_status(
                 None,
@@ -156,7 +123,7 @@ pub fn status_within(
                 PeerState::Unknown,
                 false,
                 Some(d),
-                When { now, window },
+                when,
             ));
         }
     }
@@ -168,6 +135,46 @@ pub fn status_within(
         peers_connected: peers.iter().filter(|p| p.connected).count(),
         peers,
     }
+}
+
+/// The state's peers, in the state's order, each joined with the device, its drop counter
+/// and its expiry.
+fn state_peers(
+    state: &State,
+    observed: Option<&Observed>,
+    drops: &BTreeMap<Ipv4Addr, Counter>,
+    today: Date,
+    when: When,
+) -> Vec<PeerStatus> {
+    let on_device: HashMap<Key, &crate::device::ObservedPeer> = observed
+        .map(|o| o.peers.iter().map(|p| (p.public_key, p)).collect())
+        .unwrap_or_default();
+    let today_n = crate::expiry::unix_day(today);
+    let mut peers = Vec::with_capacity(state.peers.len());
+    for (name, p) in &state.peers {
+        let device = on_device.get(&p.public_key).copied();
+        let state = match (State::is_active(p, today), device.is_some(), p.enabled) {
+            (true, true, _) => PeerState::Applied,
+            (true, false, _) => PeerState::NotApplied,
+            (false, true, _) => PeerState::PendingRemoval,
+            (false, false, false) => PeerState::Disabled,
+            (false, false, true) => PeerState::Expired,
+        };
+        let mut status = peer_status(
+            Some(name.to_string()),
+            Some(p.address),
+            p.public_key,
+            state,
+            p.enabled,
+            device,
+            when,
+        );
+        status.denied_packets = drops.get(&p.address).map_or(0, |c| c.packets);
+        status.expires = p.expires;
+        status.expires_in_days = p.expires.map(|e| crate::expiry::unix_day(e) - today_n);
+        peers.push(status);
+    }
+    peers
 }
 
 /// The time of an observation and the connected window, both in seconds.
