@@ -205,12 +205,6 @@ fn describe<T: Schema>(text: &str, e: &serde_norway::Error) -> String {
         Ok(v) => v,
         Err(e) => return syntax(&e),
     };
-    let expected = |field: &str| {
-        T::FIELDS
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map_or("", |(_, d)| *d)
-    };
     let Some(map) = value.as_mapping() else {
         return format!(
             "holds {} where {} has `field: value` lines (fields {})",
@@ -219,20 +213,43 @@ fn describe<T: Schema>(text: &str, e: &serde_norway::Error) -> String {
             field_list::<T>()
         );
     };
-    let shown = e.to_string();
-    // A value error of a known field: serde_norway puts the field first (`access[1]: ...`).
     let mut known: Vec<&str> = T::FIELDS.iter().map(|(f, _)| *f).collect();
     known.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    known_field::<T>(&e.to_string(), &known, e)
+        .or_else(|| unknown_field::<T>(map, &known, e))
+        .unwrap_or_else(|| {
+            format!(
+                "{}a value is not what {} holds there (its fields: {})",
+                at(e.location()),
+                T::WHAT,
+                field_list::<T>()
+            )
+        })
+}
+
+/// What `field` of `T` holds, for messages.
+fn expected<T: Schema>(field: &str) -> &'static str {
+    T::FIELDS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or("", |(_, d)| *d)
+}
+
+/// The message for an error serde_norway pins on a known field (`shown` is its text): a bad
+/// value, a missing field, a field twice. `known` is longest first, so `access` is not taken
+/// for a prefix of a longer name.
+fn known_field<T: Schema>(shown: &str, known: &[&str], e: &serde_norway::Error) -> Option<String> {
+    // A value error of a known field: serde_norway puts the field first (`access[1]: ...`).
     if let Some(field) = known.iter().find(|f| {
         shown
             .strip_prefix(**f)
             .is_some_and(|rest| rest.starts_with(": ") || rest.starts_with('['))
     }) {
-        return format!(
+        return Some(format!(
             "{}field `{field}`: expected {}",
             at(e.location()),
-            expected(field)
-        );
+            expected::<T>(field)
+        ));
     }
     let named = |prefix: &str| {
         shown
@@ -241,38 +258,39 @@ fn describe<T: Schema>(text: &str, e: &serde_norway::Error) -> String {
             .and_then(|f| known.iter().find(|k| **k == f).copied())
     };
     if let Some(field) = named("missing field `") {
-        return format!(
+        return Some(format!(
             "the field `{field}` is missing: add a line `{field}: ...` with {}",
-            expected(field)
-        );
+            expected::<T>(field)
+        ));
     }
-    if let Some(field) = named("duplicate field `") {
-        return format!(
+    named("duplicate field `").map(|field| {
+        format!(
             "{}the field `{field}` appears twice: keep one",
             at(e.location())
-        );
-    }
-    let unknown = map
+        )
+    })
+}
+
+/// The message for a field `T` does not have, named only when it looks like a field name
+/// (the file may be a key or anything else).
+fn unknown_field<T: Schema>(
+    map: &serde_norway::Mapping,
+    known: &[&str],
+    e: &serde_norway::Error,
+) -> Option<String> {
+    let key = map
         .keys()
-        .find(|k| k.as_str().is_none_or(|k| !known.contains(&k)));
-    if let Some(key) = unknown {
-        let name = match key.as_str() {
-            Some(k) if presentable(k) => format!("the unknown field `{k}`"),
-            _ => "an unknown field".to_owned(),
-        };
-        return format!(
-            "{}{name}: {} has only the fields {}",
-            at(e.location()),
-            T::WHAT,
-            field_list::<T>()
-        );
-    }
-    format!(
-        "{}a value is not what {} holds there (its fields: {})",
+        .find(|k| k.as_str().is_none_or(|k| !known.contains(&k)))?;
+    let name = match key.as_str() {
+        Some(k) if presentable(k) => format!("the unknown field `{k}`"),
+        _ => "an unknown field".to_owned(),
+    };
+    Some(format!(
+        "{}{name}: {} has only the fields {}",
         at(e.location()),
         T::WHAT,
         field_list::<T>()
-    )
+    ))
 }
 
 fn field_list<T: Schema>() -> String {
