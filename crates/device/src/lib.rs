@@ -55,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+pub mod host;
 mod netlink;
 mod uapi;
 

@@ -1,4 +1,4 @@
-//! The NetBox REST client: a thin shell around [`wgadm_core::netbox`]. It looks up what NetBox
+//! The NetBox REST client: a thin shell around [`crate::model`]. It looks up what NetBox
 //! has for the objects the core wants ([`observe`]), runs the core's plan ([`execute`]) and
 //! takes a peer address from a prefix's `available-ips` ([`allocate`]).
 //!
@@ -10,11 +10,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Map, Value as Json};
-use wgadm_core::netbox::{
+use crate::model::{
     self as core, choose, Action, Capabilities, Found, Key, Kind, Object, Observed, Plan, Step,
     Value, Version, TAG,
 };
+use serde_json::{json, Map, Value as Json};
 use wgadm_core::{Date, Peer, PeerName, State};
 use zeroize::Zeroizing;
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use crate::{Date, Peer, PeerName, State};
+use wgadm_core::{Date, Peer, PeerName, State};
 
 /// The tag that marks the objects wgadm created (and so may change and delete).
 pub const TAG: &str = "wgadm";
@@ -806,7 +806,7 @@ fn describe(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{peer, state};
+    use wgadm_core::testing::{peer, state};
 
     fn settings() -> Settings {
         Settings {

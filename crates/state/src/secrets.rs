@@ -9,7 +9,7 @@ use wgadm_core::Secret;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::vault::{self, VaultPassword};
+use wgadm_vault::{self as vault, VaultPassword};
 
 /// Reads and encodes key files with the configured vault password, if any.
 pub struct Keys {

@@ -61,7 +61,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Render => render::run(&ctx),
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
-        Command::Daemon(args) => crate::daemon::run(&ctx, args),
+        Command::Daemon(args) => {
+            let parts = crate::daemon::Ctx {
+                store: &ctx.store,
+                device: &ctx.device,
+                firewall: &ctx.firewall,
+            };
+            Ok(crate::daemon::run(&parts, args)?)
+        }
         Command::Firewall(FirewallCommand::Show) => render::firewall(&ctx),
         Command::Firewall(FirewallCommand::Apply) => apply::firewall(&ctx),
         Command::Check(args) => check::run(&ctx, args),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use wgadm_core::netbox::{self as core, Action, Plan, Settings, Step, Value};
+use wgadm_netbox::model::{self as core, Action, Plan, Settings, Step, Value};
 
 use super::render::load_checked;
 use super::Ctx;
