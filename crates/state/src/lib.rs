@@ -12,5 +12,5 @@ pub mod secrets;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use secrets::Keys;
+pub use secrets::KeyFiles;
 pub use store::{Store, Txn};

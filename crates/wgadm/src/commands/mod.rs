@@ -22,7 +22,7 @@ use crate::cli::{Cli, Command, FirewallCommand};
 use crate::device::Backend;
 use crate::error::Result;
 use crate::firewall::Nft;
-use crate::secrets::Keys;
+use crate::secrets::KeyFiles;
 use crate::store::Store;
 
 /// What every command gets: the state directory, the key files, the output mode and today.
@@ -30,7 +30,7 @@ pub struct Ctx {
     /// The state directory.
     pub store: Store,
     /// Key files, with the vault password if one is configured.
-    pub keys: Keys,
+    pub keys: KeyFiles,
     /// `--json`.
     pub json: bool,
     /// Today (UTC), for expiry.
@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .map_or(0, |d| d.as_secs() as i64);
     let store = Store::new(cli.state);
     let ctx = Ctx {
-        keys: Keys::new(cli.vault_password_file, store.server_key()),
+        keys: KeyFiles::new(cli.vault_password_file, store.server_key()),
         store,
         json: cli.json,
         today: Date::from_unix_seconds(now),
