@@ -17,6 +17,8 @@
 //! shows up by name at once. It never reads a key file, and no line, snapshot or metric holds
 //! a private or preshared key.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod expiry;
 pub mod guard;

@@ -6,6 +6,8 @@
 //! point at the line that is wrong. Only wgadm's table (`inet wgadm`) is ever named, so rules of
 //! others are never touched.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::OpenOptions;

@@ -7,6 +7,8 @@
 //!
 //! Everything here is pure except [`VaultPassword::from_file`]; the caller supplies the salt.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
