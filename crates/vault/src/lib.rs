@@ -38,7 +38,12 @@ pub enum VaultError {
     #[error(
         "unsupported vault format {version};{cipher} (only 1.1 and 1.2 with AES256 are supported)"
     )]
-    Unsupported { version: String, cipher: String },
+    Unsupported {
+        /// The format version in the header (`1.1`, `1.2`).
+        version: String,
+        /// The cipher in the header (`AES256`).
+        cipher: String,
+    },
     /// The file is damaged or truncated; the text says which part.
     #[error("malformed vault file: {0}")]
     Malformed(&'static str),
@@ -47,10 +52,18 @@ pub enum VaultError {
     WrongPassword,
     /// The password file could not be read, or the password script failed.
     #[error("vault password file {}: {reason}", path.display())]
-    PasswordFile { path: PathBuf, reason: String },
+    PasswordFile {
+        /// The password file.
+        path: PathBuf,
+        /// Why it gave no password.
+        reason: String,
+    },
     /// The password file (or the script's output) is empty after stripping whitespace.
     #[error("vault password file {} gives an empty password", path.display())]
-    EmptyPassword { path: PathBuf },
+    EmptyPassword {
+        /// The password file.
+        path: PathBuf,
+    },
 }
 
 /// A vault password (zeroized on drop; `Debug` never prints it).
