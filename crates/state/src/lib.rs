@@ -3,7 +3,7 @@
 //! or Ansible Vault ([`wgadm_vault`]).
 //!
 //! This crate owns the directory's on-disk contract (DESIGN.md, "The state directory"); the
-//! rules a state must follow are in [`wgadm_core::check`].
+//! rules a state must follow are in [`wgadm_core::check()`].
 
 #![warn(missing_docs)]
 
