@@ -21,14 +21,13 @@ pub mod key;
 pub mod metrics;
 pub mod model;
 pub mod name;
-pub mod netbox;
 pub mod plan;
 pub mod refused;
 pub mod render;
 pub mod snapshot;
 pub mod status;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod yaml;
 
 pub use check::{check, Problem};

@@ -26,7 +26,8 @@
 //! the change set names them: re-setting the same listen port makes wireguard-go rebind.
 //!
 //! Bringing the interface up and down stays with `wg-quick` (boot and `apply` agree on
-//! `wg-quick@IF`); this crate only talks to an interface that exists.
+//! `wg-quick@IF`): [`host`] runs it, checks the host before (preflight, the listen port) and
+//! turns a plan into change sets; the rest of this crate only talks to an interface that exists.
 //!
 //! # Secrets
 //!
@@ -55,6 +56,7 @@
 
 #![warn(missing_docs)]
 
+pub mod host;
 mod netlink;
 mod uapi;
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use wgadm_core::Problem;
+use wgadm_state::error::problems_text;
 
 /// What can go wrong in a wgadm command.
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +46,22 @@ pub enum Error {
     /// NetBox could not be reached or refused a change.
     #[error(transparent)]
     Netbox(#[from] crate::netbox::NetboxError),
+    /// The daemon could not start.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::Error),
 }
 
-fn problems_text(problems: &[Problem]) -> String {
-    let mut text = match problems.len() {
-        1 => "the state has a problem:".to_owned(),
-        n => format!("the state has {n} problems:"),
-    };
-    for p in problems {
-        text.push_str("\n  ");
-        text.push_str(&p.to_string());
+/// The state crate's errors are this crate's own variants, so that commands match
+/// [`Error::State`] whatever part found the problems, and the messages stay the same.
+impl From<wgadm_state::Error> for Error {
+    fn from(e: wgadm_state::Error) -> Self {
+        match e {
+            wgadm_state::Error::Invalid(why) => Error::Invalid(why),
+            wgadm_state::Error::State(problems) => Error::State(problems),
+            wgadm_state::Error::Io { path, source } => Error::Io { path, source },
+            wgadm_state::Error::Vault { path, source } => Error::Vault { path, source },
+        }
     }
-    text
 }
 
 impl Error {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 
 use serde::Serialize;
-use wgadm_core::firewall::{digest, ruleset, Options, HANDSHAKE_LOG};
+use wgadm_core::firewall::{digest, ruleset};
 use wgadm_core::plan::{plan, Desired, Plan, Summary};
 
 use super::render::{load_checked, preshared_keys};
@@ -13,6 +13,7 @@ use crate::cli::ApplyArgs;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::firewall;
+use crate::firewall::options as firewall_options;
 use crate::output;
 use crate::store::{write_file_atomic, SECRET_MODE};
 
@@ -35,17 +36,6 @@ pub struct Outcome {
     pub dry_run: bool,
     /// The exact steps, one per line.
     pub steps: Vec<String>,
-}
-
-/// The firewall options of this version: handshake initiations and responses are copied to
-/// the NFLOG groups of [`HANDSHAKE_LOG`] (51820 and 51821), which `wgadm daemon` reads to
-/// count refused handshakes. Without a reader the copies cost next to nothing: the kernel
-/// drops them at once.
-pub fn firewall_options() -> Options {
-    Options {
-        handshake_log: Some(HANDSHAKE_LOG),
-        ..Options::default()
-    }
 }
 
 /// Runs `wgadm firewall apply`: the firewall part of `apply` alone.

@@ -16,7 +16,7 @@ use crate::vault;
 /// Prints "ok" or the problems (and exits 1 with them).
 pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     let _lock = ctx.store.lock_shared()?;
-    let state = match ctx.store.load() {
+    let state = match ctx.store.load().map_err(Error::from) {
         Ok(state) => state,
         Err(Error::State(mut problems)) => {
             problems.extend(crate::store::strays(&ctx.store)?);

@@ -271,7 +271,7 @@ fn write_state(ctx: &Ctx, imp: &Imported) -> Result<()> {
         }
         txn.write(store.peer_yml(name), to_yaml(peer)?, PUBLIC_MODE);
     }
-    txn.commit()
+    Ok(txn.commit()?)
 }
 
 fn report(ctx: &Ctx, imp: &Imported, what: &str, file: &str, dry_run: bool) -> Result<()> {

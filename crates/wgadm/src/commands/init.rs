@@ -42,7 +42,7 @@ pub(super) fn in_new_dir(store: &Store, create: impl FnOnce() -> Result<()>) -> 
             Ok(lock) => break (created, lock),
             // A failed init removed the directory while this one waited: make it again.
             Err(_) if !store.dir().exists() && tries < 5 => tries += 1,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     };
     let result = create();

@@ -22,7 +22,7 @@ use crate::cli::{Cli, Command, FirewallCommand};
 use crate::device::Backend;
 use crate::error::Result;
 use crate::firewall::Nft;
-use crate::secrets::Keys;
+use crate::secrets::KeyFiles;
 use crate::store::Store;
 
 /// What every command gets: the state directory, the key files, the output mode and today.
@@ -30,7 +30,7 @@ pub struct Ctx {
     /// The state directory.
     pub store: Store,
     /// Key files, with the vault password if one is configured.
-    pub keys: Keys,
+    pub keys: KeyFiles,
     /// `--json`.
     pub json: bool,
     /// Today (UTC), for expiry.
@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .map_or(0, |d| d.as_secs() as i64);
     let store = Store::new(cli.state);
     let ctx = Ctx {
-        keys: Keys::new(cli.vault_password_file, store.server_key()),
+        keys: KeyFiles::new(cli.vault_password_file, store.server_key()),
         store,
         json: cli.json,
         today: Date::from_unix_seconds(now),
@@ -61,7 +61,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Render => render::run(&ctx),
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
-        Command::Daemon(args) => crate::daemon::run(&ctx, args),
+        Command::Daemon(args) => {
+            let parts = crate::daemon::Ctx {
+                store: &ctx.store,
+                device: &ctx.device,
+                firewall: &ctx.firewall,
+            };
+            Ok(crate::daemon::run(&parts, args)?)
+        }
         Command::Firewall(FirewallCommand::Show) => render::firewall(&ctx),
         Command::Firewall(FirewallCommand::Apply) => apply::firewall(&ctx),
         Command::Check(args) => check::run(&ctx, args),

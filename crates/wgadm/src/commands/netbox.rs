@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use wgadm_core::netbox::{self as core, Action, Plan, Settings, Step, Value};
+use wgadm_netbox::model::{self as core, Action, Settings, Step, SyncPlan, Value};
 
 use super::render::load_checked;
 use super::Ctx;
@@ -164,7 +164,7 @@ fn sync(ctx: &Ctx, args: NetboxSyncArgs) -> Result<()> {
 fn outcome(
     client: &Client,
     version: String,
-    plan: &Plan,
+    plan: &SyncPlan,
     done: Option<Done>,
     warnings: Vec<String>,
 ) -> Outcome {

@@ -74,7 +74,7 @@ fn prepare(ctx: &Ctx, dir: &Path, files: &[PathBuf], force: bool) -> Result<()> 
 
 fn write_new_or_replace(path: &Path, bytes: &[u8]) -> Result<()> {
     if path.exists() {
-        return write_file_atomic(path, bytes, SECRET_MODE);
+        return Ok(write_file_atomic(path, bytes, SECRET_MODE)?);
     }
     let mut f = OpenOptions::new()
         .write(true)

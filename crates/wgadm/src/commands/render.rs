@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 pub fn firewall(ctx: &Ctx) -> Result<()> {
     let _lock = ctx.store.lock_shared()?;
     let state = load_checked(ctx)?;
-    let options = super::apply::firewall_options();
+    let options = crate::firewall::options();
     output::print(&wgadm_core::firewall::ruleset(&state, ctx.today, &options))
 }
 

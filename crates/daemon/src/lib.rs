@@ -1,6 +1,6 @@
 //! `wgadm daemon` (issue 5): watches the live interface and says what happens to it.
 //!
-//! Every `--interval` it reads the device through [`crate::device`] (netlink for the kernel,
+//! Every `--interval` it reads the device through [`wgadm_device::host`] (netlink for the kernel,
 //! the UAPI socket for wireguard-go: one request, no process), joins it with the state ([`wgadm_core::status`]), logs what changed
 //! ([`wgadm_core::events`]: connected, disconnected, roamed, configuration changed, interface
 //! gone or back), writes the status snapshot atomically ([`snapshot`]) and hands it to the
@@ -17,6 +17,9 @@
 //! shows up by name at once. It never reads a key file, and no line, snapshot or metric holds
 //! a private or preshared key.
 
+#![warn(missing_docs)]
+
+pub mod error;
 pub mod expiry;
 pub mod guard;
 pub mod log;
@@ -41,9 +44,23 @@ use wgadm_core::snapshot::{DaemonInfo, HandshakeLogInfo, Snapshot, MAX_REFUSED_S
 use wgadm_core::status::{status_within, CONNECTED_WINDOW};
 use wgadm_core::{Date, State};
 
-use crate::commands::Ctx;
-use crate::error::{Error, Result};
+pub use crate::error::{Error, Result};
 use log::{LogFormat, Logger};
+use wgadm_device::host::Backend;
+use wgadm_firewall::Nft;
+use wgadm_state::Store;
+
+/// What the daemon watches and changes: the state directory, the live device and the
+/// firewall. The binary builds it from the same options every command gets.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The state directory.
+    pub store: &'a Store,
+    /// The live WireGuard device.
+    pub device: &'a Backend,
+    /// The nftables firewall.
+    pub firewall: &'a Nft,
+}
 
 /// Drop counters come from `nft -j list set`, which costs 30 ms at 250 peers and 160 ms at
 /// 5,000: they are read at most this often, not every poll.
@@ -169,7 +186,7 @@ fn state_stamp(ctx: &Ctx) -> Option<(SystemTime, SystemTime)> {
 /// discards a change an interrupted wgadm left.
 fn load_state(ctx: &Ctx) -> Result<Option<State>> {
     match ctx.store.try_lock_shared()? {
-        Some(_lock) => ctx.store.load().map(Some),
+        Some(_lock) => Ok(Some(ctx.store.load()?)),
         None => Ok(None),
     }
 }

@@ -25,9 +25,9 @@ use wgadm_core::{Date, State};
 
 use super::log::Logger;
 use super::Quiet;
-use crate::commands::apply::firewall_options;
-use crate::commands::Ctx;
 use crate::error::{Error, Result};
+use crate::Ctx;
+use wgadm_firewall::options as firewall_options;
 
 /// The daemon's expiry enforcement, kept across polls.
 #[derive(Default)]
@@ -124,7 +124,9 @@ fn reload_firewall(ctx: &Ctx, state: &State, today: Date) -> Result<bool> {
         None => Ok(false),
         // The expired peer's elements go in place (one transaction) when only they differ;
         // drop counters survive either way, as with `apply`.
-        Some(d) => Ok(nft.put(state, today, &firewall_options(), Some(&d))?
-            != crate::firewall::Put::Unchanged),
+        Some(d) => {
+            Ok(nft.put(state, today, &firewall_options(), Some(&d))?
+                != wgadm_firewall::Put::Unchanged)
+        }
     }
 }

@@ -9,10 +9,10 @@ use wgadm_core::Secret;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::vault::{self, VaultPassword};
+use wgadm_vault::{self as vault, VaultPassword};
 
 /// Reads and encodes key files with the configured vault password, if any.
-pub struct Keys {
+pub struct KeyFiles {
     password_file: Option<PathBuf>,
     password: OnceCell<VaultPassword>,
     /// A key file of the state (server.key) that a new password must open, so that one state
@@ -38,12 +38,12 @@ pub fn generate_preshared() -> Result<Secret> {
     random32().map(Secret::preshared_from_random)
 }
 
-impl Keys {
+impl KeyFiles {
     /// Key files for a password file (`--vault-password-file` / `ANSIBLE_VAULT_PASSWORD_FILE`);
     /// the password is read only when a key file is encrypted or decrypted.
     /// `reference` is the state's server.key.
     pub fn new(password_file: Option<PathBuf>, reference: PathBuf) -> Self {
-        Keys {
+        KeyFiles {
             password_file,
             password: OnceCell::new(),
             reference,
@@ -188,7 +188,7 @@ impl Keys {
     }
 
     /// The bytes of a key file for `secret` at `path`, in the state's mode (see
-    /// [`Keys::write_password`]): a vault file or the base64 key and a newline.
+    /// [`KeyFiles::write_password`]): a vault file or the base64 key and a newline.
     pub fn encode(&self, secret: &Secret, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
         encode_as(secret, self.write_password(path)?)
     }

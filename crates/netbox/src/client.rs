@@ -1,4 +1,4 @@
-//! The NetBox REST client: a thin shell around [`wgadm_core::netbox`]. It looks up what NetBox
+//! The NetBox REST client: a thin shell around [`crate::model`]. It looks up what NetBox
 //! has for the objects the core wants ([`observe`]), runs the core's plan ([`execute`]) and
 //! takes a peer address from a prefix's `available-ips` ([`allocate`]).
 //!
@@ -10,11 +10,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Map, Value as Json};
-use wgadm_core::netbox::{
-    self as core, choose, Action, Capabilities, Found, Key, Kind, Object, Observed, Plan, Step,
-    Value, Version, TAG,
+use crate::model::{
+    self as core, choose, Action, Capabilities, Found, InNetbox, Kind, Object, ObjectKey, Step,
+    SyncPlan, Value, Version, TAG,
 };
+use serde_json::{json, Map, Value as Json};
 use wgadm_core::{Date, Peer, PeerName, State};
 use zeroize::Zeroizing;
 
@@ -502,11 +502,12 @@ fn host_of(address: &str) -> Option<Ipv4Addr> {
 
 /// Reads from NetBox what it has under every key of `desired`, plus every IP address in the
 /// VPN prefix (wgadm's own among them may be due for deletion).
-pub fn observe(client: &Client, desired: &[Object]) -> Result<Observed> {
-    let mut observed = Observed::new();
-    let chosen =
-        |observed: &Observed, key: &Key| observed.get(key).and_then(|f| choose(f)).map(|f| f.id);
-    let by_key: BTreeMap<&Key, &Object> = desired.iter().map(|o| (&o.key, o)).collect();
+pub fn observe(client: &Client, desired: &[Object]) -> Result<InNetbox> {
+    let mut observed = InNetbox::new();
+    let chosen = |observed: &InNetbox, key: &ObjectKey| {
+        observed.get(key).and_then(|f| choose(f)).map(|f| f.id)
+    };
+    let by_key: BTreeMap<&ObjectKey, &Object> = desired.iter().map(|o| (&o.key, o)).collect();
     for object in desired {
         let key = &object.key;
         let endpoint = key.kind.endpoint();
@@ -593,7 +594,7 @@ pub fn observe(client: &Client, desired: &[Object]) -> Result<Observed> {
 }
 
 /// The JSON body of a create or update: references become ids, `custom_fields.X` nests.
-fn body(step: &Step, ids: &BTreeMap<Key, u64>) -> Result<Json> {
+fn body(step: &Step, ids: &BTreeMap<ObjectKey, u64>) -> Result<Json> {
     let mut map = Map::new();
     let mut custom = Map::new();
     for (name, value) in &step.fields {
@@ -657,7 +658,7 @@ impl Done {
 }
 
 /// Runs the plan's steps in order. An error stops it and says what was done before.
-pub fn execute(client: &Client, plan: &Plan) -> Result<Done> {
+pub fn execute(client: &Client, plan: &SyncPlan) -> Result<Done> {
     let mut ids = plan.existing.clone();
     let mut done = Done::default();
     for step in &plan.steps {
@@ -877,14 +878,14 @@ mod tests {
 
     #[test]
     fn bodies_nest_custom_fields_resolve_references_and_tag_creates() {
-        let vm = Key::new(Kind::VirtualMachine, "wireguard");
+        let vm = ObjectKey::new(Kind::VirtualMachine, "wireguard");
         let mut fields = BTreeMap::new();
         fields.insert("virtual_machine".into(), Value::Ref(vm.clone()));
         fields.insert("custom_fields.wgadm_vmid".into(), Value::Int(90));
         fields.insert("name".into(), Value::Text("wg0".into()));
         let step = Step {
             action: Action::Create,
-            key: Key::new(Kind::VmInterface, "wireguard/wg0"),
+            key: ObjectKey::new(Kind::VmInterface, "wireguard/wg0"),
             label: "VM interface wg0".into(),
             fields,
             before: BTreeMap::new(),

@@ -6,6 +6,8 @@
 //! point at the line that is wrong. Only wgadm's table (`inet wgadm`) is ever named, so rules of
 //! others are never touched.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -55,6 +57,18 @@ pub const MIN_NFT: (u32, u32, u32) = (0, 9, 7);
 
 /// Longest nft message kept in an error; a refused 5,000-peer script can produce pages.
 const MAX_MESSAGE: usize = 4000;
+
+/// The options wgadm renders table inet wgadm with: handshake initiations and responses are
+/// copied to the NFLOG groups of `HANDSHAKE_LOG` (51820 and 51821), which `wgadm daemon` reads
+/// to count refused handshakes. Without a reader the copies cost next to nothing: the kernel
+/// drops them at once. `apply`, `firewall show` and the daemon's guard all take them from here,
+/// so they render and compare the same table.
+pub fn options() -> Options {
+    Options {
+        handshake_log: Some(wgadm_core::firewall::HANDSHAKE_LOG),
+        ..Options::default()
+    }
+}
 
 /// What can go wrong with the firewall. Every message says what to do.
 #[derive(Debug, thiserror::Error)]

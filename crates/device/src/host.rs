@@ -1,6 +1,6 @@
 //! The one place that talks to a live WireGuard interface.
 //!
-//! Reading and changing the device go through the device layer [`wgadm_device`]: generic
+//! Reading and changing the device go through the device layer ([`crate::Device`]): generic
 //! netlink for the kernel module, the UAPI socket for a userspace implementation
 //! (wireguard-go), chosen per interface the way `wg` chooses (the socket
 //! `/var/run/wireguard/IF.sock` exists → userspace, else the kernel). No `wg` process runs, no
@@ -18,11 +18,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
+use crate::{ChangeSet, Device, PeerChange, PeerUpdate, PresharedKey, WireGuard};
 use ipnet::IpNet;
 use wgadm_core::device::Observed;
 use wgadm_core::plan::{Change, DesiredPeer, Plan};
 use wgadm_core::{InterfaceName, Key, Secret};
-use wgadm_device::{ChangeSet, Device, PeerChange, PeerUpdate, PresharedKey, WireGuard};
 
 /// Where wg-quick looks for `<interface>.conf` when given only an interface name.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/wireguard";
@@ -94,7 +94,7 @@ pub enum DeviceError {
     Device {
         /// What the device layer said (it names the interface, and the peer when one).
         #[source]
-        source: Box<wgadm_device::Error>,
+        source: Box<crate::Error>,
         /// What to do about it (empty, or starting with "; ").
         hint: String,
     },
@@ -140,7 +140,7 @@ pub enum DeviceError {
 
 impl DeviceError {
     /// The error for a failed request to the device, with what to do for the usual errnos.
-    fn device(source: wgadm_device::Error) -> DeviceError {
+    fn device(source: crate::Error) -> DeviceError {
         let errno = std::error::Error::source(&source)
             .and_then(|s| s.downcast_ref::<io::Error>())
             .and_then(io::Error::raw_os_error);
@@ -161,7 +161,7 @@ impl DeviceError {
 
 /// Which implementation serves an interface, as `status` shows it: `kernel (netlink)` or
 /// `userspace (UAPI /var/run/wireguard/IF.sock)`.
-pub use wgadm_device::Backend as DeviceBackend;
+pub use crate::Backend as DeviceBackend;
 
 /// The live-device shell: the device layer for reading and changing an interface, `wg-quick`
 /// (or systemd's `wg-quick@IF`) for bringing it up and down, and the directory of its configs.
@@ -187,7 +187,7 @@ impl Backend {
             wg_quick: "wg-quick".into(),
             config_dir,
             userspace: None,
-            socket_dir: wgadm_device::SOCKET_DIR.into(),
+            socket_dir: crate::SOCKET_DIR.into(),
             systemctl: None,
             netns: None,
         }
@@ -299,10 +299,9 @@ impl Backend {
         match self.device(iface)?.read() {
             Ok(found) => Ok(Some(Observed::from(found))),
             // No socket and no kernel module, or the kernel has no such interface.
-            Err(
-                wgadm_device::Error::NoSuchInterface { .. }
-                | wgadm_device::Error::NoKernelModule { .. },
-            ) => Ok(None),
+            Err(crate::Error::NoSuchInterface { .. } | crate::Error::NoKernelModule { .. }) => {
+                Ok(None)
+            }
             Err(e) => Err(DeviceError::device(e)),
         }
     }
@@ -453,12 +452,11 @@ impl Backend {
     fn send(&self, iface: &InterfaceName, changes: &ChangeSet) -> Result<(), DeviceError> {
         match self.device(iface)?.apply(changes) {
             Ok(()) => Ok(()),
-            Err(
-                wgadm_device::Error::NoSuchInterface { .. }
-                | wgadm_device::Error::NoKernelModule { .. },
-            ) => Err(DeviceError::Missing {
-                iface: iface.clone(),
-            }),
+            Err(crate::Error::NoSuchInterface { .. } | crate::Error::NoKernelModule { .. }) => {
+                Err(DeviceError::Missing {
+                    iface: iface.clone(),
+                })
+            }
             Err(e) => Err(DeviceError::device(e)),
         }
     }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use crate::{Date, Peer, PeerName, State};
+use wgadm_core::{Date, Peer, PeerName, State};
 
 /// The tag that marks the objects wgadm created (and so may change and delete).
 pub const TAG: &str = "wgadm";
@@ -193,17 +193,17 @@ impl Kind {
 
 /// An object's identity: its kind and what NetBox finds it by (a name, a host address).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key {
+pub struct ObjectKey {
     /// The kind.
     pub kind: Kind,
     /// The name, or for an IP address its host address without the mask.
     pub name: String,
 }
 
-impl Key {
+impl ObjectKey {
     /// A key.
-    pub fn new(kind: Kind, name: impl Into<String>) -> Key {
-        Key {
+    pub fn new(kind: Kind, name: impl Into<String>) -> ObjectKey {
+        ObjectKey {
             kind,
             name: name.into(),
         }
@@ -224,7 +224,7 @@ pub enum Value {
     /// A list of strings. Desired: these at least (others may be there too).
     Texts(Vec<String>),
     /// Desired: the object wgadm wants under this key (its id once it is known).
-    Ref(Key),
+    Ref(ObjectKey),
     /// Observed: a related object's id.
     Id(u64),
 }
@@ -247,7 +247,7 @@ impl fmt::Display for Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
     /// Its identity.
-    pub key: Key,
+    pub key: ObjectKey,
     /// What a person reads in a plan, e.g. `IP address 192.168.100.2/24 (peer alice)`.
     pub label: String,
     /// The fields wgadm keeps in sync: compared, and updated on its own objects. A field name
@@ -261,7 +261,7 @@ pub struct Object {
 impl Object {
     fn new(kind: Kind, name: impl Into<String>, label: impl Into<String>) -> Object {
         Object {
-            key: Key::new(kind, name),
+            key: ObjectKey::new(kind, name),
             label: label.into(),
             fields: BTreeMap::new(),
             create_only: BTreeMap::new(),
@@ -300,7 +300,7 @@ pub struct Found {
 }
 
 /// What NetBox has: the objects found under each key the shell looked up, in NetBox's order.
-pub type Observed = BTreeMap<Key, Vec<Found>>;
+pub type InNetbox = BTreeMap<ObjectKey, Vec<Found>>;
 
 /// Of the objects under one key, the one wgadm works with: its own first, else the first.
 pub fn choose(found: &[Found]) -> Option<&Found> {
@@ -339,8 +339,8 @@ fn text(s: impl Into<String>) -> Value {
 }
 
 /// The key of an IP address: its host address.
-pub fn address_key(address: Ipv4Addr) -> Key {
-    Key::new(Kind::IpAddress, address.to_string())
+pub fn address_key(address: Ipv4Addr) -> ObjectKey {
+    ObjectKey::new(Kind::IpAddress, address.to_string())
 }
 
 /// The custom fields wgadm puts on peer addresses (and, with a VMID, on the VM).
@@ -608,7 +608,7 @@ pub struct Step {
     /// Create, update or delete.
     pub action: Action,
     /// The object.
-    pub key: Key,
+    pub key: ObjectKey,
     /// What a person calls it.
     pub label: String,
     /// The fields to send: all of them for a create, the changed ones for an update.
@@ -646,7 +646,7 @@ impl fmt::Display for Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skip {
     /// The object.
-    pub key: Key,
+    pub key: ObjectKey,
     /// What a person calls it.
     pub label: String,
     /// Its id.
@@ -657,7 +657,7 @@ pub struct Skip {
 
 /// The way from what NetBox has to what the state wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct SyncPlan {
     /// The changes, in an order NetBox accepts (what an object refers to comes first).
     pub steps: Vec<Step>,
     /// Objects that differ but are not wgadm's.
@@ -665,10 +665,10 @@ pub struct Plan {
     /// Objects that are in the way and must be fixed by hand before anything changes.
     pub blockers: Vec<String>,
     /// The ids of the objects that exist already, by key.
-    pub existing: BTreeMap<Key, u64>,
+    pub existing: BTreeMap<ObjectKey, u64>,
 }
 
-impl Plan {
+impl SyncPlan {
     /// Whether the plan changes anything.
     pub fn changes(&self) -> bool {
         !self.steps.is_empty()
@@ -683,7 +683,7 @@ const PAIRS: [(&str, &str); 3] = [
 ];
 
 /// Whether an observed value is what is wanted.
-fn matches(want: &Value, have: Option<&Value>, existing: &BTreeMap<Key, u64>) -> bool {
+fn matches(want: &Value, have: Option<&Value>, existing: &BTreeMap<ObjectKey, u64>) -> bool {
     let have = have.unwrap_or(&Value::Null);
     match (want, have) {
         (Value::Ref(key), Value::Id(id)) => existing.get(key) == Some(id),
@@ -702,9 +702,9 @@ fn matches(want: &Value, have: Option<&Value>, existing: &BTreeMap<Key, u64>) ->
 /// differ, skipped when they differ and are not wgadm's (a custom field in the way blocks the
 /// whole plan: the addresses need it). wgadm's own IP addresses under keys the state no longer
 /// wants are deleted; nothing else is ever deleted.
-pub fn plan(desired: &[Object], observed: &Observed) -> Plan {
-    let mut plan = Plan::default();
-    let wanted: BTreeSet<&Key> = desired.iter().map(|o| &o.key).collect();
+pub fn plan(desired: &[Object], observed: &InNetbox) -> SyncPlan {
+    let mut plan = SyncPlan::default();
+    let wanted: BTreeSet<&ObjectKey> = desired.iter().map(|o| &o.key).collect();
     for object in desired {
         let Some(found) = observed.get(&object.key).and_then(|f| choose(f)) else {
             plan.steps.push(Step {
@@ -806,7 +806,7 @@ fn describe(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{peer, state};
+    use wgadm_core::testing::{peer, state};
 
     fn settings() -> Settings {
         Settings {
@@ -841,8 +841,8 @@ mod tests {
     }
 
     /// What NetBox would hold after every step of the plan ran: each object as wgadm created it.
-    fn as_created(desired: &Desired) -> Observed {
-        let mut observed = Observed::new();
+    fn as_created(desired: &Desired) -> InNetbox {
+        let mut observed = InNetbox::new();
         let mut ids = BTreeMap::new();
         for (i, o) in desired.objects.iter().enumerate() {
             ids.insert(o.key.clone(), i as u64 + 1);
@@ -903,7 +903,7 @@ mod tests {
     fn an_empty_netbox_gets_everything_in_order() {
         let d = desired(&lab(), &settings(), caps("4.7.3"), today()).unwrap();
         assert!(d.warnings.is_empty());
-        let p = plan(&d.objects, &Observed::new());
+        let p = plan(&d.objects, &InNetbox::new());
         assert!(p.blockers.is_empty() && p.skipped.is_empty());
         assert!(p.steps.iter().all(|s| s.action == Action::Create));
         // Every reference points at an object created earlier.
@@ -1024,7 +1024,7 @@ mod tests {
             p.skipped[0].reason
         );
         // A custom field of the wrong type blocks the sync: addresses could not carry it.
-        let cf = Key::new(Kind::CustomField, CF_PEER);
+        let cf = ObjectKey::new(Kind::CustomField, CF_PEER);
         observed.get_mut(&cf).unwrap()[0]
             .fields
             .insert("type".into(), Value::Text("integer".into()));

@@ -7,6 +7,8 @@
 //!
 //! Everything here is pure except [`VaultPassword::from_file`]; the caller supplies the salt.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -36,7 +38,12 @@ pub enum VaultError {
     #[error(
         "unsupported vault format {version};{cipher} (only 1.1 and 1.2 with AES256 are supported)"
     )]
-    Unsupported { version: String, cipher: String },
+    Unsupported {
+        /// The format version in the header (`1.1`, `1.2`).
+        version: String,
+        /// The cipher in the header (`AES256`).
+        cipher: String,
+    },
     /// The file is damaged or truncated; the text says which part.
     #[error("malformed vault file: {0}")]
     Malformed(&'static str),
@@ -45,10 +52,18 @@ pub enum VaultError {
     WrongPassword,
     /// The password file could not be read, or the password script failed.
     #[error("vault password file {}: {reason}", path.display())]
-    PasswordFile { path: PathBuf, reason: String },
+    PasswordFile {
+        /// The password file.
+        path: PathBuf,
+        /// Why it gave no password.
+        reason: String,
+    },
     /// The password file (or the script's output) is empty after stripping whitespace.
     #[error("vault password file {} gives an empty password", path.display())]
-    EmptyPassword { path: PathBuf },
+    EmptyPassword {
+        /// The password file.
+        path: PathBuf,
+    },
 }
 
 /// A vault password (zeroized on drop; `Debug` never prints it).
@@ -195,7 +210,7 @@ fn pad(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
 
 /// CTR-encrypts already padded data and builds the file text. Separate from [`encrypt`] so
 /// tests can seal badly padded data under a valid HMAC and skip the slow KDF in loops.
-fn seal(mut data: Zeroizing<Vec<u8>>, keys: &Keys, salt: &[u8]) -> String {
+fn seal(mut data: Zeroizing<Vec<u8>>, keys: &VaultKeys, salt: &[u8]) -> String {
     Aes256Ctr::new(&keys.aes.into(), &keys.iv.into()).apply_keystream(&mut data);
     let mut mac = new_hmac(&keys.mac);
     mac.update(&data);
@@ -278,7 +293,11 @@ fn parse(data: &[u8]) -> Result<Sealed, VaultError> {
     Ok(sealed)
 }
 
-fn open(ciphertext: Vec<u8>, tag: &[u8], keys: &Keys) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+fn open(
+    ciphertext: Vec<u8>,
+    tag: &[u8],
+    keys: &VaultKeys,
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let mut mac = new_hmac(&keys.mac);
     mac.update(&ciphertext);
     mac.verify_slice(tag)
@@ -303,16 +322,16 @@ fn open(ciphertext: Vec<u8>, tag: &[u8], keys: &Keys) -> Result<Zeroizing<Vec<u8
 
 /// The three secrets PBKDF2 derives from one password and salt.
 #[derive(zeroize::ZeroizeOnDrop)]
-struct Keys {
+struct VaultKeys {
     aes: [u8; 32],
     mac: [u8; 32],
     iv: [u8; 16],
 }
 
-fn derive_keys(password: &VaultPassword, salt: &[u8]) -> Keys {
+fn derive_keys(password: &VaultPassword, salt: &[u8]) -> VaultKeys {
     let mut okm = Zeroizing::new([0u8; 80]);
     pbkdf2::pbkdf2_hmac::<Sha256>(&password.0, salt, PBKDF2_ROUNDS, okm.as_mut_slice());
-    let mut keys = Keys {
+    let mut keys = VaultKeys {
         aes: [0; 32],
         mac: [0; 32],
         iv: [0; 16],

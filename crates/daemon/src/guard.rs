@@ -5,7 +5,7 @@
 //! everything else, and the VPN would then reach whatever the server routes to. The gate that
 //! survives a flushed ruleset lies outside nftables: the kernel forwards an IPv4 packet only
 //! when its INPUT interface's `net.ipv4.conf.IF.forwarding` is 1 (see
-//! [`crate::firewall::set_iface_forwarding`]). So:
+//! [`wgadm_firewall::set_iface_forwarding`]). So:
 //!
 //! - a watcher thread listens to netfilter's own notifications (a `NETLINK_NETFILTER` socket
 //!   in the group `NFNLGRP_NFTABLES`, which receives every committed ruleset change) and, at
@@ -32,9 +32,9 @@ use wgadm_core::snapshot::FirewallInfo;
 use wgadm_core::{Date, State};
 
 use super::log::Logger;
-use crate::commands::apply::firewall_options;
-use crate::commands::Ctx;
-use crate::firewall::{self, Nft};
+use crate::Ctx;
+use wgadm_firewall::options as firewall_options;
+use wgadm_firewall::{self as firewall, Nft};
 
 /// `NETLINK_NETFILTER`.
 const NETLINK_NETFILTER: libc::c_int = 12;
