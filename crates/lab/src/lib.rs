@@ -1,6 +1,8 @@
 //! A network-namespace lab for end-to-end tests: a server, clients on a "wan" segment, and a
 //! management and a DMZ network behind the server, all in network namespaces this process
-//! creates and removes. Test files use it with `mod lab;`.
+//! creates and removes. The one lab of the project: the Rust tests use it as a dev-dependency
+//! (crates/wgadm/tests/lab adds the wgadm server driver), and the shell scripts (scripts/demo.sh,
+//! scripts/bench-lab.sh) through the `wgadm-lab run` binary of this crate (src/main.rs).
 //!
 //! ```text
 //!   client i (198.51.100.10+i) --+
@@ -26,11 +28,8 @@
 //!   makes `wireguard` links, wireguard-go is neither needed nor allowed (the wrapper fails
 //!   loudly if wg-quick falls back to it), and every client brought up is checked to be one.
 //!
-//! Lab tests are `#[ignore]`d so a plain `cargo test` skips them; run with `--include-ignored`
-//! as root. Without root or the tools, [`Lab::new`] panics and says to run scripts/setup.sh.
-#![allow(dead_code)]
-
-pub mod server;
+//! Without root or the tools, [`Lab::new`] panics and says to run scripts/setup.sh. The tests
+//! that use it need root, so they carry the `root-tests` feature's mark (README, "Tests").
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -46,8 +45,8 @@ use std::time::{Duration, Instant};
 /// What to do when the lab cannot run.
 pub const SETUP_HINT: &str = "the network-namespace lab needs root and the tools installed by \
      scripts/setup.sh (wireguard-go, wireguard-tools, iproute2, iputils-ping, procps): run \
-     `bash scripts/setup.sh` as root, then the README's test command (as root, with \
-     --include-ignored)";
+     `bash scripts/setup.sh` as root, then `make test` (or, as root, `cargo test --features \
+     root-tests`)";
 
 /// The server's address on the wan segment.
 pub const SERVER_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -133,6 +132,9 @@ pub struct Lab {
     /// The clients' namespaces, client `i` at [`client_wan`]`(i)`.
     pub clients: Vec<String>,
     tag: String,
+    /// `wgadm-lab-PID-N`: every namespace's name starts with it.
+    prefix: String,
+    extras: Vec<(String, String)>,
     dir: tempfile::TempDir,
     namespaces: Vec<String>,
     links: Vec<String>,
@@ -169,6 +171,8 @@ impl Lab {
             clients: (0..clients).map(|i| ns(&format!("client{i}"))).collect(),
             // 'x' is no hex digit, so PID and counter cannot run into each other.
             tag: format!("{pid:x}x{n}"),
+            prefix: format!("wgadm-lab-{pid}-{n}"),
+            extras: Vec::new(),
             dir,
             namespaces: Vec::new(),
             links: Vec::new(),
@@ -286,6 +290,80 @@ impl Lab {
     /// The lab's private temp directory (0700), removed on drop.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Adds a namespace with nothing but `lo` (e.g. for the twin interface a benchmark compares
+    /// with) and returns its name; removed on drop like the others. `role` is a short word of
+    /// lowercase letters and digits.
+    pub fn add_namespace(&mut self, role: &str) -> String {
+        assert!(
+            !role.is_empty()
+                && role
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "a namespace role is lowercase letters and digits, not {role:?}"
+        );
+        let ns = format!("{}-{role}", self.prefix);
+        assert!(
+            !self.namespaces.contains(&ns),
+            "the lab already has a namespace {ns}"
+        );
+        ip(&["netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        self.extras.push((role.to_owned(), ns.clone()));
+        ns
+    }
+
+    /// What every WireGuard interface name of this lab starts with: [`Lab::wg_name`] appends a
+    /// role; a script appends a letter and at most two more characters. On drop, wireguard-go
+    /// sockets of such names are removed.
+    pub fn wg_prefix(&self) -> String {
+        format!("wl{}", self.tag)
+    }
+
+    /// The lab's names as environment variables, for a command run in it (`wgadm-lab run`):
+    /// `LAB_DIR`; the namespaces `LAB_NS_SERVER`, `LAB_NS_WAN`, `LAB_NS_MGMT`, `LAB_NS_DMZ`,
+    /// `LAB_NS_CLIENTS` (space-separated, client i is word i) and `LAB_NS_<ROLE>` for each
+    /// [`Lab::add_namespace`]; `LAB_WG_PREFIX` ([`Lab::wg_prefix`]); the addresses
+    /// `LAB_SERVER_WAN`, `LAB_SERVER_MGMT`, `LAB_SERVER_DMZ`, `LAB_MGMT_HOSTS`, `LAB_DMZ_HOST`,
+    /// `LAB_CLIENTS_WAN`; and `WG_QUICK_USERSPACE_IMPLEMENTATION`, the lab's wireguard-go
+    /// wrapper, so that wg-quick's wireguard-go is tracked and ended by the lab.
+    pub fn shell_env(&self) -> Vec<(String, String)> {
+        let words = |v: Vec<String>| v.join(" ");
+        let mut env = vec![
+            ("LAB_DIR".to_owned(), self.dir().display().to_string()),
+            ("LAB_NS_SERVER".to_owned(), self.server.clone()),
+            ("LAB_NS_WAN".to_owned(), self.wan.clone()),
+            ("LAB_NS_MGMT".to_owned(), self.mgmt.clone()),
+            ("LAB_NS_DMZ".to_owned(), self.dmz.clone()),
+            ("LAB_NS_CLIENTS".to_owned(), words(self.clients.clone())),
+            ("LAB_WG_PREFIX".to_owned(), self.wg_prefix()),
+            ("LAB_SERVER_WAN".to_owned(), SERVER_WAN.to_string()),
+            ("LAB_SERVER_MGMT".to_owned(), SERVER_MGMT.to_string()),
+            ("LAB_SERVER_DMZ".to_owned(), SERVER_DMZ.to_string()),
+            (
+                "LAB_MGMT_HOSTS".to_owned(),
+                words(MGMT_HOSTS.iter().map(Ipv4Addr::to_string).collect()),
+            ),
+            ("LAB_DMZ_HOST".to_owned(), DMZ_HOST.to_string()),
+            (
+                "LAB_CLIENTS_WAN".to_owned(),
+                words(
+                    (0..self.clients.len())
+                        .map(|i| client_wan(i).to_string())
+                        .collect(),
+                ),
+            ),
+            (
+                "WG_QUICK_USERSPACE_IMPLEMENTATION".to_owned(),
+                self.userspace_wrapper().display().to_string(),
+            ),
+        ];
+        for (role, ns) in &self.extras {
+            env.push((format!("LAB_NS_{}", role.to_ascii_uppercase()), ns.clone()));
+        }
+        env
     }
 
     /// The wrapper to pass as `WG_QUICK_USERSPACE_IMPLEMENTATION`: it starts `wireguard-go -f`
@@ -738,6 +816,22 @@ impl Drop for Lab {
         for iface in lock(&self.ifaces).iter() {
             let _ = fs::remove_file(format!("/var/run/wireguard/{iface}.sock"));
         }
+        // Interfaces a script named with the prefix: a letter follows it, so lab 1's prefix
+        // never matches lab 12's names.
+        let prefix = self.wg_prefix();
+        for e in fs::read_dir("/var/run/wireguard")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name
+                .strip_prefix(&prefix)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_alphabetic()));
+            if ours && name.ends_with(".sock") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 }
 
@@ -1032,8 +1126,8 @@ fn write_script(path: &Path, body: &str) {
 /// Removes what labs of test processes that no longer exist left behind (a run killed with
 /// SIGKILL or by a timeout cannot clean up): their namespaces, the processes inside them (by
 /// PID), their wireguard-go sockets and temp dirs. Every name carries its owner's PID, so only
-/// labs whose owner is gone are touched.
-fn reap_stale_labs() {
+/// labs whose owner is gone are touched. [`Lab::new`] calls it; `wgadm-lab reap` too.
+pub fn reap_stale_labs() {
     let owner_gone = |name: &str| -> bool {
         let Some(rest) = name.strip_prefix("wgadm-lab-") else {
             return false;
