@@ -9,9 +9,10 @@
 //! ([`wgadm_lab::Lab::shell_env`]), and removes the lab when COMMAND exits, also when it fails or
 //! is interrupted (SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, then the lab is removed).
 //! It exits with COMMAND's status (128 + the signal when a signal ended it). A `run` killed with
-//! SIGKILL leaves its lab behind; the next lab (or `reap`) removes it, as its owner is gone.
+//! SIGKILL sends COMMAND SIGTERM (PR_SET_PDEATHSIG) and leaves its lab behind; the next lab (or
+//! `reap`) removes it, as its owner is gone.
 
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -104,9 +105,20 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     for role in &args.namespaces {
         lab.add_namespace(role);
     }
-    let mut child = Command::new(&args.command[0])
-        .args(&args.command[1..])
-        .envs(lab.shell_env())
+    let mut command = Command::new(&args.command[0]);
+    command.args(&args.command[1..]).envs(lab.shell_env());
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        // A `run` killed outright takes COMMAND with it (SIGTERM), so nothing goes on using a
+        // lab the next one reaps.
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", args.command[0]))?;
     child_pid.store(
