@@ -17,7 +17,7 @@ demo: build
 # The tests that need root (the namespace lab, wireguard-go, nft) carry the `root-tests` feature's
 # mark: a plain `cargo test` lists them as ignored, saying so; here they run (as root). The
 # benchmarks among the tests run only from `make bench`; the NetBox tests from test-netbox.
-ROOT_TESTS = --features wgadm/root-tests,wgadm-device/root-tests
+ROOT_TESTS = --features wgadm/root-tests,wgadm-device/root-tests,wgadm-lab/root-tests
 test: setup
 	$(CARGO) test --workspace --locked $(ROOT_TESTS)
 	$(MAKE) --no-print-directory test-zabbix
