@@ -31,7 +31,8 @@
 //! Here: the topology, names, the environment for scripts and the cleanup; `wireguard`:
 //! wireguard-go's wrapper, wg-quick, handshakes; `traffic`: pings, ping loops, TCP; `ping`:
 //! what a ping loop saw; `process`: processes by PID and start time; `host`: `ip` in the host's
-//! namespace, the root and tools check, reaping labs whose owner is gone.
+//! namespace, the root and tools check, reaping labs whose owner is gone; `namespace`: a bare
+//! namespace for tests that need no topology.
 //!
 //! Without root or the tools, [`Lab::new`] panics and says to run scripts/setup.sh. The tests
 //! that use it need root, so they carry the `root-tests` feature's mark (README, "Tests").
@@ -87,12 +88,14 @@ static LOCK: Mutex<()> = Mutex::new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 mod host;
+mod namespace;
 mod ping;
 mod process;
 mod traffic;
 mod wireguard;
 
 pub use host::reap_stale_labs;
+pub use namespace::Namespace;
 pub use ping::{parse_ping, PingLoop, PingStats, STALL};
 pub use process::Proc;
 

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
@@ -24,8 +23,6 @@ use wgadm_core::{Date, Key, Peer, Server, State};
 const HINT: &str = "the firewall tests need root and nft (package nftables) and iproute2: run \
                     `bash scripts/setup.sh` as root, then `make test` (or, as root, `cargo test \
                     --features root-tests`)";
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn today() -> Date {
     Date::parse("2026-01-15").unwrap()
@@ -69,20 +66,20 @@ fn ip(args: &[&str]) {
     check(&format!("ip {}", args.join(" ")), &out);
 }
 
-/// A network namespace of this test process, deleted on drop.
+/// A network namespace of this test process (the lab's bare one), deleted on drop.
 struct Netns {
     name: String,
+    _ns: wgadm_lab::Namespace,
 }
 
 impl Netns {
     fn new(role: &str) -> Netns {
         require_root_and_tools();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("wgadm-fw-{}-{n}-{role}", std::process::id());
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+        let ns = wgadm_lab::Namespace::new(role).unwrap_or_else(|e| panic!("{e}: {HINT}"));
+        Netns {
+            name: ns.name().to_owned(),
+            _ns: ns,
+        }
     }
 
     /// nft inside this namespace, the way wgadm runs it.
@@ -129,19 +126,6 @@ impl Netns {
         ])
         .status
         .success()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("could not delete namespace {}", self.name);
-        }
     }
 }
 
