@@ -25,6 +25,7 @@
 # WGADM_LAB (the lab, target/release/wgadm-lab).
 set -euo pipefail
 shopt -s inherit_errexit
+self=$(realpath "$0") # run again inside the lab, from the repository's root
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
 for tool in ip wg wg-quick wireguard-go nft iperf3 ping ss python3; do
@@ -39,7 +40,7 @@ if [ -z "${LAB_NS_SERVER:-}" ]; then
   [ -n "${WGADM:-}" ] && [ -n "${WGADM_LAB:-}" ] || cargo build --release --locked --quiet
   echo "bench-lab: building the lab" >&2
   exec "$(realpath "${WGADM_LAB:-target/release/wgadm-lab}")" run --clients 1 \
-    --namespace twin --namespace big --namespace btwin -- bash "$0" "$@"
+    --namespace twin --namespace big --namespace btwin -- bash "$self" "$@"
 fi
 wgadm=$(realpath "${WGADM:-target/release/wgadm}")
 # Keys stay plaintext in the throwaway states, whatever the caller's environment says.

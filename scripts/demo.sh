@@ -4,13 +4,14 @@
 # (`wgadm-lab run`, crates/lab: network namespaces, wireguard-go standing in for the kernel
 # module), which is removed at the end, also when a step fails. Nothing is sent outside it.
 set -euo pipefail
+self=$(realpath "$0") # run again inside the lab, from the repository's root
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo: needs root (network namespaces)" >&2; exit 1; }
 if [ -z "${LAB_NS_SERVER:-}" ]; then
   lab=${WGADM_LAB:-target/release/wgadm-lab}
   [ -x "${WGADM:-target/release/wgadm}" ] && [ -x "$lab" ] || cargo build --release --locked
   echo "demo: building the lab (a WAN bridge, the server, management hosts, a DMZ host, 2 clients)"
-  exec "$(realpath "$lab")" run --clients 2 -- bash "$0" "$@"
+  exec "$(realpath "$lab")" run --clients 2 -- bash "$self" "$@"
 fi
 # From here on inside the lab: its names are in LAB_* (crates/lab/src/lib.rs, Lab::shell_env),
 # and wg-quick starts wireguard-go through the lab's wrapper, so the lab ends it.
