@@ -14,10 +14,12 @@ build: setup
 demo: build
 	bash scripts/demo.sh
 
-# Lab tests (network namespaces, wireguard-go, nft) are #[ignore]d for plain `cargo test` on a
-# laptop; here they run too. They need root.
+# The tests that need root (the namespace lab, wireguard-go, nft) carry the `root-tests` feature's
+# mark: a plain `cargo test` lists them as ignored, saying so; here they run (as root). The
+# benchmarks among the tests run only from `make bench`; the NetBox tests from test-netbox.
+ROOT_TESTS = --features wgadm/root-tests,wgadm-device/root-tests,wgadm-lab/root-tests
 test: setup
-	$(CARGO) test --workspace --locked -- --include-ignored --skip real_netbox_
+	$(CARGO) test --workspace --locked $(ROOT_TESTS)
 	$(MAKE) --no-print-directory test-zabbix
 	$(MAKE) --no-print-directory test-ansible
 	$(MAKE) --no-print-directory test-netbox
@@ -71,6 +73,10 @@ lint:
 deb: setup
 	$(CARGO) deb -p wgadm --locked --deb-version "$$(bash scripts/deb-version.sh)" --output target/debian/wgadm.deb
 
+# Benchmarks only: the bench_* tests (daemon poll cost, nft ruleset load; debug build, as root),
+# then the scripts (release build). Numbers, no pass/fail on time.
 bench: build
+	$(CARGO) test --locked -p wgadm --features root-tests,bench --test daemon_lab --test firewall_nft \
+		-- bench_ --nocapture --test-threads=1
 	bash scripts/bench.sh
 	bash scripts/bench-lab.sh

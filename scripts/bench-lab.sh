@@ -13,99 +13,63 @@
 #      its resident memory.
 # Numbers only: nothing passes or fails on time; it exits non-zero only when something is broken.
 #
-# Runs as root. Everything happens in network namespaces this script creates (names carry its
-# PID, so it can run beside the lab tests) and removes on exit, also on failure: wireguard-go and
-# iperf3 are ended by the PIDs recorded when they started, never by name. Nothing is connected to
-# the host's own network.
+# Runs as root, in the project's lab (crates/lab: `wgadm-lab run` runs this script again inside
+# it): its server, one client, the management host, and three more namespaces for the syncconf
+# twin and the 5,000-peer server and its twin. The lab's names carry its PID, so this can run
+# beside the lab tests; the lab ends wireguard-go and everything else in its namespaces by PID,
+# never by name, and removes them on exit, also on failure. Nothing is connected to the host's
+# own network.
 #
 # Knobs: RUNS (repetitions of cheap measurements, 7), RUNS_BIG (at 5,000 peers, 5), RUNS_UP
-# (wg-quick up to first ping, 5), IPERF_SECONDS (5), WGADM (the binary, target/release/wgadm).
+# (wg-quick up to first ping, 5), IPERF_SECONDS (5), WGADM (the binary, target/release/wgadm),
+# WGADM_LAB (the lab, target/release/wgadm-lab).
 set -euo pipefail
 shopt -s inherit_errexit
+self=$(realpath "$0") # run again inside the lab, from the repository's root
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
 for tool in ip wg wg-quick wireguard-go nft iperf3 ping ss python3; do
   command -v "$tool" >/dev/null || { echo "bench-lab: $tool is missing: run scripts/setup.sh" >&2; exit 1; }
 done
-# The release build of this tree (a no-op when it is up to date), unless WGADM names a binary.
-[ -n "${WGADM:-}" ] || cargo build --release --locked --quiet
-wgadm=$(realpath "${WGADM:-target/release/wgadm}")
 runs=${RUNS:-7} runs_big=${RUNS_BIG:-5} runs_up=${RUNS_UP:-5} iperf_seconds=${IPERF_SECONDS:-5}
 for knob in "RUNS=$runs" "RUNS_BIG=$runs_big" "RUNS_UP=$runs_up" "IPERF_SECONDS=$iperf_seconds"; do
   [[ ${knob#*=} =~ ^[1-9][0-9]{0,2}$ ]] || { echo "bench-lab: $knob: want a whole number from 1 to 999" >&2; exit 2; }
 done
+if [ -z "${LAB_NS_SERVER:-}" ]; then
+  # The release build of this tree (a no-op when it is up to date), unless both are named.
+  [ -n "${WGADM:-}" ] && [ -n "${WGADM_LAB:-}" ] || cargo build --release --locked --quiet
+  echo "bench-lab: building the lab" >&2
+  exec "$(realpath "${WGADM_LAB:-target/release/wgadm-lab}")" run --clients 1 \
+    --namespace twin --namespace big --namespace btwin -- bash "$self" "$@"
+fi
+wgadm=$(realpath "${WGADM:-target/release/wgadm}")
 # Keys stay plaintext in the throwaway states, whatever the caller's environment says.
 unset ANSIBLE_VAULT_PASSWORD_FILE
 
-id=$$
-work=$(mktemp -d "/tmp/wgadm-bench-lab-$id.XXXXXX") # 0700: configs with private keys go here
-ns_srv=wgbench-$id-srv       # wgadm's server (250 peers), its client and management host
-ns_twin=wgbench-$id-twin     # the same interface driven by wg syncconf
-ns_big=wgbench-$id-big       # wgadm's server with 5,000 peers
-ns_bigtwin=wgbench-$id-btwin # its wg syncconf twin
-ns_cli=wgbench-$id-cli       # a client using the config from `wgadm peer config`
-ns_mgmt=wgbench-$id-mgmt     # a management host behind the server (192.168.1.10)
-namespaces=("$ns_srv" "$ns_twin" "$ns_big" "$ns_bigtwin" "$ns_cli" "$ns_mgmt")
+work=$LAB_DIR/bench # in the lab's 0700 directory: configs with private keys go here
+mkdir -p "$work"
+ns_srv=$LAB_NS_SERVER     # wgadm's server (250 peers), its client and management host
+ns_twin=$LAB_NS_TWIN      # the same interface driven by wg syncconf
+ns_big=$LAB_NS_BIG        # wgadm's server with 5,000 peers
+ns_bigtwin=$LAB_NS_BTWIN  # its wg syncconf twin
+ns_cli=$LAB_NS_CLIENTS    # a client using the config from `wgadm peer config` (the lab's client 0)
+ns_mgmt=$LAB_NS_MGMT      # a management host behind the server (192.168.1.10)
 # WireGuard interface names: wireguard-go's socket /var/run/wireguard/NAME.sock is not
-# namespaced, so they are unique machine-wide (and at most 15 characters).
-if_srv=wgb${id}s if_twin=wgb${id}t if_big=wgb${id}b if_bigtwin=wgb${id}u if_cli=wgb${id}c
-ifaces=("$if_srv" "$if_twin" "$if_big" "$if_bigtwin" "$if_cli")
-background=() # PIDs of the iperf3 servers
+# namespaced, so they start with the lab's machine-wide unique prefix.
+p=$LAB_WG_PREFIX
+if_srv=${p}s if_twin=${p}t if_big=${p}b if_bigtwin=${p}u if_cli=${p}c
+background=() # PIDs of the iperf3 servers and the daemon
 
-# The wireguard-go processes the wrapper below started, by recorded PID and only while that PID
-# still runs `wireguard-go -f IFACE` (so a reused PID is never hit).
-our_wireguard_go() {
-  [ -f "$work/wireguard-go.pids" ] || return 0
-  local pid iface
-  while read -r pid iface; do
-    if [ "$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" = "wireguard-go -f $iface " ]; then
-      echo "$pid"
-    fi
-  done <"$work/wireguard-go.pids"
-}
-
-# The recorded PIDs that still exist as a wireguard-go, running or a zombie (only waited for).
-recorded_wireguard_go() {
-  [ -f "$work/wireguard-go.pids" ] || return 0
-  local pid _
-  while read -r pid _; do
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != wireguard-go ] || echo "$pid"
-  done <"$work/wireguard-go.pids"
-}
-
+# The lab removes everything else when this exits (wg-quick's wireguard-go runs through its
+# wrapper, WG_QUICK_USERSPACE_IMPLEMENTATION).
 cleanup() {
-  local status=$? pid ns i
+  local status=$? pid
   set +e
   trap - EXIT INT TERM
   for pid in "${background[@]}"; do
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
-  # TERM first: wireguard-go then removes its interface and socket itself.
-  local wg_pids
-  mapfile -t wg_pids < <(our_wireguard_go)
-  [ ${#wg_pids[@]} -eq 0 ] || kill -TERM "${wg_pids[@]}" 2>/dev/null
-  for i in $(seq 30); do
-    [ -n "$(our_wireguard_go)" ] || break
-    sleep 0.1
-  done
-  mapfile -t wg_pids < <(our_wireguard_go)
-  [ ${#wg_pids[@]} -eq 0 ] || kill -KILL "${wg_pids[@]}" 2>/dev/null
-  # An ended wireguard-go stays a zombie until init reaps it (the wrapper that started it is
-  # gone): wait for that, so nothing of ours is listed once this script has exited.
-  for i in $(seq 50); do
-    [ -n "$(recorded_wireguard_go)" ] || break
-    sleep 0.1
-  done
-  # Anything else still inside our namespaces was started by this script: end it by PID.
-  for ns in "${namespaces[@]}"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-  done
-  for ns in "${namespaces[@]}"; do
-    [ -e "/run/netns/$ns" ] && ip netns del "$ns"
-  done
-  for i in "${ifaces[@]}"; do rm -f "/var/run/wireguard/$i.sock"; done
-  rm -rf "$work"
   exit "$status"
 }
 trap cleanup EXIT
@@ -114,23 +78,6 @@ trap 'exit 143' TERM
 
 fail() { echo "bench-lab: $*" >&2; exit 1; }
 
-# wg-quick starts this instead of wireguard-go (WG_QUICK_USERSPACE_IMPLEMENTATION): the same
-# program in the foreground, its PID recorded for the cleanup; it returns once the socket exists.
-cat >"$work/wireguard-go" <<WRAP
-#!/bin/sh
-wireguard-go -f "\$1" </dev/null >>"$work/wireguard-go-\$1.log" 2>&1 &
-pid=\$!
-echo "\$pid \$1" >>"$work/wireguard-go.pids"
-i=0
-while [ ! -S "/var/run/wireguard/\$1.sock" ]; do
-  kill -0 "\$pid" 2>/dev/null || { echo "wireguard-go exited:" >&2; cat "$work/wireguard-go-\$1.log" >&2; exit 1; }
-  i=\$((i + 1))
-  [ "\$i" -lt 1000 ] || { echo "wireguard-go made no socket in 10 s" >&2; exit 1; }
-  sleep 0.01
-done
-WRAP
-chmod 755 "$work/wireguard-go"
-export WG_QUICK_USERSPACE_IMPLEMENTATION=$work/wireguard-go
 export WGADM_CONFIG_DIR=$work/wireguard
 state=$work/state big=$work/big # the two wgadm states
 mkdir -p "$work/cfg" "$work/held" "$work/bigheld"
@@ -306,24 +253,8 @@ report_compare() { # runs label
 }
 
 # ---------------------------------------------------------------------------------------------
-echo "bench-lab: building the lab (namespaces wgbench-$id-*)" >&2
-for ns in "${namespaces[@]}"; do
-  ip netns add "$ns"
-  in_ns "$ns" ip link set lo up
-done
-# client eth0 198.51.100.11 <-> server eth0 198.51.100.1; server eth1 192.168.1.1 <-> mgmt .10
-ip link add eth0 netns "$ns_srv" type veth peer name eth0 netns "$ns_cli"
-in_ns "$ns_srv" ip addr add 198.51.100.1/24 dev eth0
-in_ns "$ns_srv" ip link set eth0 up
-in_ns "$ns_cli" ip addr add 198.51.100.11/24 dev eth0
-in_ns "$ns_cli" ip link set eth0 up
-ip link add eth1 netns "$ns_srv" type veth peer name eth0 netns "$ns_mgmt"
-in_ns "$ns_srv" ip addr add 192.168.1.1/24 dev eth1
-in_ns "$ns_srv" ip link set eth1 up
-in_ns "$ns_mgmt" ip addr add 192.168.1.10/24 dev eth0
-in_ns "$ns_mgmt" ip link set eth0 up
-in_ns "$ns_mgmt" ip route add default via 192.168.1.1
-
+# The lab's client 0 (198.51.100.10) and server (198.51.100.1) share its wan bridge; the server's
+# management network (192.168.1.1) holds the management host (192.168.1.10).
 # The 250-peer server and its twin, both running with no peers.
 "$wgadm" --state "$state" init --endpoint 198.51.100.1 --interface "$if_srv" >/dev/null
 in_ns "$ns_srv" "$wgadm" --state "$state" apply >/dev/null

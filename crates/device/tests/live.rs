@@ -1,7 +1,8 @@
 //! Live tests of the device layer against a real WireGuard: wireguard-go in a network namespace,
 //! and the kernel module where it exists (the Debian 13 VM lab). Each step is checked against
-//! `wg show IF dump` of the same interface. Root only, so `#[ignore]`d like the other lab
-//! tests: `cargo test -p wgadm-device --test live -- --include-ignored`.
+//! `wg show IF dump` of the same interface. Root only, so marked with the
+//! `root-tests` feature like the other lab tests: as root,
+//! `cargo test -p wgadm-device --features root-tests --test live`.
 //!
 //! Without the kernel module (this host: `ip link add type wireguard` is "not supported"), the
 //! kernel test says so and passes, unless `WGADM_REQUIRE_KERNEL=1` is set (the VM sets it).
@@ -304,13 +305,19 @@ fn lifecycle(kind: Kind) {
 }
 
 #[test]
-#[ignore = "lab: needs root and wireguard-go"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and wireguard-go: make test, or as root: cargo test --features root-tests"
+)]
 fn userspace_read_add_update_remove_match_wg_dump() {
     lifecycle(Kind::Userspace);
 }
 
 #[test]
-#[ignore = "lab: needs root and the WireGuard kernel module (the VM lab)"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and the WireGuard kernel module (the VM lab): make test, or as root: cargo test --features root-tests"
+)]
 fn kernel_read_add_update_remove_match_wg_dump() {
     if let Err(why) = support::kernel_available() {
         assert!(

@@ -2,7 +2,7 @@
 //! namespace; clients use, unchanged, the configs `wgadm peer config` prints, with the real
 //! wg-quick; wireguard-go stands in for the kernel module.
 //!
-//! Run as root: `cargo test -p wgadm --test apply_lab -- --include-ignored --nocapture`.
+//! Run as root: `cargo test -p wgadm --features root-tests --test apply_lab -- --nocapture`.
 
 mod lab;
 
@@ -39,7 +39,10 @@ fn fresh_handshake(
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn a_client_connects_within_5_seconds_and_status_shows_it() {
     let lab = Lab::new(1);
     let server = Server::new(&lab);
@@ -169,7 +172,10 @@ fn a_client_connects_within_5_seconds_and_status_shows_it() {
     );
 }
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn changing_other_peers_loses_no_packets_and_updates_keep_sessions() {
     let lab = Lab::new(1);
     let server = Server::new(&lab);
@@ -248,7 +254,10 @@ fn changing_other_peers_loses_no_packets_and_updates_keep_sessions() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn disabled_removed_and_wrongly_keyed_clients_get_no_handshake() {
     let lab = Lab::new(2);
     let server = Server::new(&lab);
@@ -294,7 +303,10 @@ fn disabled_removed_and_wrongly_keyed_clients_get_no_handshake() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn twenty_clients_connect_at_once_each_with_its_own_address() {
     const N: usize = 20;
     let lab = Lab::new(N);
@@ -375,7 +387,10 @@ fn twenty_clients_connect_at_once_each_with_its_own_address() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn apply_refuses_bad_input_and_changes_nothing() {
     let lab = Lab::new(0);
     let server = Server::new(&lab);
@@ -460,7 +475,10 @@ fn apply_refuses_bad_input_and_changes_nothing() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn apply_enforces_access_on_the_server_whatever_the_client_routes() {
     let lab = Lab::new(2);
     let server = Server::new(&lab);

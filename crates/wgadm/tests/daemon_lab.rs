@@ -3,7 +3,7 @@
 //! configs `wgadm peer config` prints. What the daemon logs, the snapshot it writes and the
 //! metrics it serves are checked against what the clients did.
 //!
-//! Run as root: `cargo test -p wgadm --test daemon_lab -- --include-ignored --nocapture`.
+//! Run as root: `cargo test -p wgadm --features root-tests --test daemon_lab -- --nocapture`.
 //! The benchmark (`bench_poll_cost`) prints numbers and asserts nothing about time.
 
 mod lab;
@@ -266,7 +266,10 @@ fn open_dir() -> tempfile::TempDir {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn connects_roams_disconnects_and_survives_the_interface() {
     let lab = Lab::new(1);
     let server = Server::new(&lab);
@@ -394,7 +397,10 @@ fn connects_roams_disconnects_and_survives_the_interface() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn a_wrong_key_is_refused_and_counted_a_right_one_is_not() {
     let lab = Lab::new(2);
     let server = Server::new(&lab);
@@ -495,7 +501,10 @@ fn a_wrong_key_is_refused_and_counted_a_right_one_is_not() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn metrics_move_with_traffic_and_nothing_shows_a_key() {
     let lab = Lab::new(1);
     let server = Server::new(&lab);
@@ -629,7 +638,10 @@ fn metrics_move_with_traffic_and_nothing_shows_a_key() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn sighup_reloads_the_state() {
     let lab = Lab::new(0);
     let server = Server::new(&lab);
@@ -684,7 +696,10 @@ fn sighup_reloads_the_state() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn killing_the_daemon_mid_write_never_leaves_a_broken_snapshot() {
     const PEERS: usize = 300;
     let lab = Lab::new(0);
@@ -796,7 +811,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-#[ignore = "benchmark: needs root, wireguard-go and nft; prints numbers"]
+#[cfg_attr(
+    not(feature = "bench"),
+    ignore = "benchmark (needs root, wireguard-go and nft; prints numbers): make bench"
+)]
 fn bench_poll_cost() {
     println!(
         "{:>6} {:>9} {:>13} {:>13} {:>9} {:>11}",
@@ -885,7 +903,10 @@ fn peer_in<'a>(s: &'a Snapshot, name: &str) -> &'a wgadm_core::status::PeerStatu
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick, nft and libfaketime: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick, nft and libfaketime: make test, or as root: cargo test --features root-tests"
+)]
 fn an_expired_peer_goes_off_in_the_first_poll_of_its_day_without_apply() {
     use wgadm_core::status::PeerState;
     use wgadm_core::Date;
@@ -1204,7 +1225,10 @@ impl Drop for Rig {
 }
 
 #[test]
-#[ignore = "needs root and the LXC rig (tests/lxc/setup.sh): run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and the LXC rig (tests/lxc/setup.sh): make test, or as root: cargo test --features root-tests"
+)]
 fn journald_stores_each_line_at_its_priority() {
     let rig = Rig::up();
     rig.exec(

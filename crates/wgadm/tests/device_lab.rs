@@ -3,7 +3,7 @@
 //! clients brought up with the real wg-quick, and changes applied with `plan` + `Backend::apply`
 //! while a client pings through the tunnel every 10 ms.
 //!
-//! Run as root: `cargo test -p wgadm --test device_lab -- --include-ignored --nocapture`.
+//! Run as root: `cargo test -p wgadm --features root-tests --test device_lab -- --nocapture`.
 
 mod lab;
 
@@ -203,7 +203,10 @@ fn traffic_for(lab: &Lab, iface: &str, peer: &str, ms: u64) {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn a_client_handshakes_and_pings_the_server() {
     let lab = Lab::new(1);
     let vpn = Vpn::up(&lab, &[("alice", 2)]);
@@ -263,7 +266,10 @@ fn a_client_handshakes_and_pings_the_server() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn changing_other_peers_loses_no_packets() {
     let lab = Lab::new(1);
     let mut vpn = Vpn::up(&lab, &[("alice", 2)]);
@@ -369,7 +375,10 @@ fn changing_other_peers_loses_no_packets() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn a_removed_peer_gets_no_handshake() {
     let lab = Lab::new(2);
     let mut vpn = Vpn::up(&lab, &[("alice", 2), ("bob", 3)]);
@@ -411,7 +420,10 @@ fn a_removed_peer_gets_no_handshake() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn show_of_a_missing_interface_is_none() {
     let lab = Lab::new(0);
     let backend = Backend::new(lab.dir().to_path_buf());
@@ -425,7 +437,10 @@ fn show_of_a_missing_interface_is_none() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn interface_settings_and_errors() {
     let lab = Lab::new(0);
     let mut vpn = Vpn::up(&lab, &[("alice", 2)]);
@@ -469,7 +484,10 @@ fn interface_settings_and_errors() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn the_lab_leaves_nothing_behind() {
     let check = |footprint: &lab::Footprint| {
         let left = footprint.remains();
@@ -519,7 +537,10 @@ fn the_lab_leaves_nothing_behind() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn five_thousand_peers_in_one_process_each_way() {
     const N: usize = 5000;
     let lab = Lab::new(1);

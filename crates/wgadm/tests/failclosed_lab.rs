@@ -7,7 +7,7 @@
 //!   in force they arrive masqueraded (from the server's 192.168.1.1), so a VPN source means a
 //!   packet was forwarded without the table.
 //!
-//! Run as root: `cargo test -p wgadm --test failclosed_lab -- --include-ignored --nocapture`.
+//! Run as root: `cargo test -p wgadm --features root-tests --test failclosed_lab -- --nocapture`.
 
 mod lab;
 
@@ -143,7 +143,10 @@ fn with_pings(server: &Server, alice: &str, during: impl FnOnce(), after: u64) -
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn a_refused_ruleset_leaves_nothing_forwarded() {
     let lab = Lab::new(1);
     let server = Server::new(&lab);
@@ -303,7 +306,10 @@ fn window_ms(line: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn the_daemon_shuts_forwarding_at_once_when_the_table_goes_and_restores_it() {
     let lab = Lab::new(1);
     let server = Server::new(&lab);
@@ -442,7 +448,10 @@ fn the_daemon_shuts_forwarding_at_once_when_the_table_goes_and_restores_it() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go, wg-quick and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go, wg-quick and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn new_connections_toward_peers_are_dropped_unless_inbound_allows_them() {
     let lab = Lab::new(1);
     let server = Server::new(&lab);

@@ -3,7 +3,7 @@
 //! server lets through. The state is built in code, the device driven with `plan` +
 //! `wgadm::device`, the firewall with `wgadm_core::firewall` + `wgadm::firewall`.
 //!
-//! Run as root: `cargo test -p wgadm --test firewall_lab -- --include-ignored --nocapture`.
+//! Run as root: `cargo test -p wgadm --features root-tests --test firewall_lab -- --nocapture`.
 
 mod lab;
 
@@ -192,7 +192,10 @@ impl Vpn {
 }
 
 #[test]
-#[ignore = "needs root, nft, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, nft, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn the_server_enforces_access_lists() {
     let lab = Lab::new(2);
     let limited: &[&str] = &["192.168.1.10/32"];
@@ -327,7 +330,10 @@ fn the_server_enforces_access_lists() {
 }
 
 #[test]
-#[ignore = "needs root, nft, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, nft, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn handshakes_from_outside_allowed_sources_get_no_answer() {
     let lab = Lab::new(2);
     // Only client 0's address may reach the listen port.

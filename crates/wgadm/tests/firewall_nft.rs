@@ -6,13 +6,12 @@
 //! matches the interface by name, so the rules are exercised exactly, without WireGuard. Tests
 //! through real tunnels live with the lab.
 //!
-//! Run as root: `cargo test -p wgadm --test firewall_nft -- --include-ignored --nocapture`.
+//! Run as root: `cargo test -p wgadm --features root-tests --test firewall_nft -- --nocapture`.
 //! Without root or nft they fail and say so; they never pass silently.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
@@ -22,10 +21,8 @@ use wgadm_core::model::Nat;
 use wgadm_core::{Date, Key, Peer, Server, State};
 
 const HINT: &str = "the firewall tests need root and nft (package nftables) and iproute2: run \
-                    `bash scripts/setup.sh` as root, then the README's test command (as root, \
-                    with --include-ignored)";
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+                    `bash scripts/setup.sh` as root, then `make test` (or, as root, `cargo test \
+                    --features root-tests`)";
 
 fn today() -> Date {
     Date::parse("2026-01-15").unwrap()
@@ -69,20 +66,20 @@ fn ip(args: &[&str]) {
     check(&format!("ip {}", args.join(" ")), &out);
 }
 
-/// A network namespace of this test process, deleted on drop.
+/// A network namespace of this test process (the lab's bare one), deleted on drop.
 struct Netns {
     name: String,
+    _ns: wgadm_lab::Namespace,
 }
 
 impl Netns {
     fn new(role: &str) -> Netns {
         require_root_and_tools();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("wgadm-fw-{}-{n}-{role}", std::process::id());
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+        let ns = wgadm_lab::Namespace::new(role).unwrap_or_else(|e| panic!("{e}: {HINT}"));
+        Netns {
+            name: ns.name().to_owned(),
+            _ns: ns,
+        }
     }
 
     /// nft inside this namespace, the way wgadm runs it.
@@ -129,19 +126,6 @@ impl Netns {
         ])
         .status
         .success()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("could not delete namespace {}", self.name);
-        }
     }
 }
 
@@ -217,7 +201,10 @@ fn active(state: &State) -> usize {
 }
 
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn rulesets_for_20_250_and_5000_peers_load() {
     let ns = Netns::new("load");
     let nft = ns.nft();
@@ -254,7 +241,10 @@ fn rulesets_for_20_250_and_5000_peers_load() {
 }
 
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn every_variant_of_the_ruleset_loads() {
     let ns = Netns::new("variants");
     let nft = ns.nft();
@@ -300,7 +290,10 @@ fn every_variant_of_the_ruleset_loads() {
 }
 
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn a_refused_ruleset_leaves_the_previous_one_in_force() {
     let ns = Netns::new("refused");
     let nft = ns.nft();
@@ -359,7 +352,10 @@ fn a_refused_ruleset_leaves_the_previous_one_in_force() {
 }
 
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn other_tables_survive_our_apply_and_remove() {
     let ns = Netns::new("others");
     // Someone else's tables, one of them also named wgadm but in another family.
@@ -450,7 +446,10 @@ impl Topology {
 }
 
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn packets_follow_the_rules_and_drop_counters_read_back() {
     let alice: Ipv4Addr = "192.168.100.2".parse().unwrap();
     let bob: Ipv4Addr = "192.168.100.3".parse().unwrap();
@@ -574,7 +573,10 @@ fn packets_follow_the_rules_and_drop_counters_read_back() {
 
 /// Runs only inside the server namespace of the packet test (see there).
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn ip_forward_inside_a_namespace() {
     require_root_and_tools();
     if std::env::var_os("WGADM_FW_INNER").is_none() {
@@ -591,7 +593,10 @@ fn ip_forward_inside_a_namespace() {
 }
 
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "bench"),
+    ignore = "benchmark (needs root and nft; prints numbers): make bench"
+)]
 fn bench_firewall_ruleset_load() {
     let ns = Netns::new("bench");
     let nft = ns.nft();
@@ -669,7 +674,10 @@ fn elements_in_force(ns: &Netns) -> BTreeMap<String, Vec<String>> {
 }
 
 #[test]
-#[ignore = "needs root and nft: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and nft: make test, or as root: cargo test --features root-tests"
+)]
 fn peer_changes_update_the_elements_in_place_and_shape_changes_replace_the_table() {
     let ns = Netns::new("inplace");
     let fresh = Netns::new("fresh");

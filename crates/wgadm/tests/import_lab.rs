@@ -2,7 +2,7 @@
 //! config, clients connect and ping; `wgadm import` and the first `wgadm apply` must change no
 //! peer and lose no packet. Then the server key is rotated and the reconnect measured.
 //!
-//! Run as root: `cargo test -p wgadm --test import_lab -- --include-ignored --nocapture`.
+//! Run as root: `cargo test -p wgadm --features root-tests --test import_lab -- --nocapture`.
 
 mod lab;
 
@@ -141,7 +141,10 @@ fn old_server(lab: &Lab) -> Old<'_> {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn import_and_first_apply_take_over_a_running_server_without_losing_a_packet() {
     let lab = &Lab::new(2);
     let old = old_server(lab);
@@ -208,7 +211,10 @@ fn import_and_first_apply_take_over_a_running_server_without_losing_a_packet() {
 }
 
 #[test]
-#[ignore = "needs root, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn server_key_rotation_cuts_old_configs_and_clients_reconnect_with_the_new_one() {
     let lab = &Lab::new(2);
     let old = old_server(lab);

@@ -1,8 +1,9 @@
 //! A network namespace with one WireGuard interface in it, for live tests and the benchmark:
-//! wireguard-go (userspace) or, where the module exists, a kernel `wireguard` link. Names carry
-//! this process's PID and a counter (wireguard-go's socket path is not namespaced). Everything
-//! is removed on drop, also when a test panics: wireguard-go is killed by its PID, then the
-//! namespace (and with it the link) is deleted.
+//! wireguard-go (userspace) or, where the module exists, a kernel `wireguard` link. The namespace
+//! is the lab's bare one (crates/lab: named after this process, reaped if it is killed); the
+//! interface's name carries this process's PID and a counter (wireguard-go's socket path is not
+//! namespaced). Everything is removed on drop, also when a test panics: wireguard-go is killed
+//! by its PID, then the namespace (and with it the link) is deleted.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -28,6 +29,8 @@ pub struct Rig {
     pub netns: String,
     pub iface: String,
     wireguard_go: Option<Child>,
+    // Dropped after `Drop::drop` has ended wireguard-go.
+    _ns: wgadm_lab::Namespace,
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
@@ -51,15 +54,15 @@ impl Rig {
     pub fn new(kind: Kind) -> Result<Rig, String> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let netns = format!("wgdev-{pid}-{n}");
         // At most 15 characters: "wgd" + PID (up to 7 digits) + kind + counter.
         let tag = if kind == Kind::Kernel { 'k' } else { 'u' };
         let iface = format!("wgd{pid}{tag}{n}");
-        run(Command::new("ip").args(["netns", "add", &netns]))?;
+        let ns = wgadm_lab::Namespace::new(&format!("dev{tag}"))?;
         let mut rig = Rig {
-            netns,
+            netns: ns.name().to_owned(),
             iface,
             wireguard_go: None,
+            _ns: ns,
         };
         match kind {
             Kind::Kernel => run(Command::new("ip").args([
@@ -152,7 +155,6 @@ impl Drop for Rig {
             let _ = child.wait();
             let _ = std::fs::remove_file(self.socket());
         }
-        let _ = run(Command::new("ip").args(["netns", "del", &self.netns]));
     }
 }
 
