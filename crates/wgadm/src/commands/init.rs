@@ -46,8 +46,10 @@ pub(super) fn in_new_dir(store: &Store, create: impl FnOnce() -> Result<()>) -> 
         }
     };
     let result = create();
-    if result.is_err() && created {
-        // Still under the lock; only empty directories go, a state stays.
+    // Another init may have won the race after this one made the directory: its state (an
+    // empty peers/ included) is not this one's to clean up.
+    if result.is_err() && created && !store.exists() {
+        // Still under the lock; only empty directories go.
         let _ = std::fs::remove_dir(store.peers_dir());
         let _ = std::fs::remove_dir(store.dir());
     }
