@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the Zabbix test rig from Debian's packages: zabbix_agent2, zabbix_get, a Zabbix 6.0
-# server on PostgreSQL and its PHP frontend (for the API); with --zabbix7, Zabbix 7.0 instead. Idempotent: when everything is there it
-# only checks and takes about a second.
+# server on PostgreSQL and its PHP frontend (for the API); with --zabbix7, Zabbix 7.0 instead.
+# Idempotent: when everything is there it only checks and takes about a second.
 #
 # What it leaves behind: the packages; a PostgreSQL cluster with the Zabbix schema in
 # $ZBX_RIG/pgdata (stopped; test.sh runs a throwaway copy of it); the frontend's config

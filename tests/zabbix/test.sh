@@ -15,11 +15,11 @@
 # here and stopped by its PID, and the namespaces are removed, also when a step fails.
 #
 # With --zabbix7 the same lab and the same checks run against Zabbix 7.0 LTS from Debian 13's
-# packages, what CT 90 (Debian 13) has: zabbix_agent2 7.0 in an LXC container that shares the
-# WireGuard server's network namespace and the daemon's PID namespace, PostgreSQL, the 7.0 server and its frontend in
-# an LXC container on the management network; both from a cached Debian 13 rootfs (ct7.sh;
-# `tests/zabbix/setup.sh --zabbix7` builds it). zabbix_get is then 7.0's, run in the server's
-# container.
+# packages, what CT 90 (Debian 13) has: zabbix_agent2 7.0 in an LXC container in the WireGuard
+# server's network namespace and the daemon's PID namespace; PostgreSQL, the 7.0 server and its
+# frontend in an LXC container on the management network; both from a cached Debian 13 rootfs
+# (ct7.sh; `tests/zabbix/setup.sh --zabbix7` builds it). zabbix_get is then 7.0's too (chrooted
+# into that rootfs, on the management network).
 #
 # Prints PASS/FAIL lines and ends with "zabbix: N passed, M failed"; exits non-zero on a failure.
 # shellcheck source-path=SCRIPTDIR
