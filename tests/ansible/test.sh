@@ -142,6 +142,39 @@ read -r mgmt1 _ <<<"$WGADM_LXC_MGMT_HOSTS"
 check "alice reaches the management host $mgmt1" poll 10 ping_from 0 "$mgmt1"
 ! ping_from 0 "$WGADM_LXC_DMZ_HOST" && pass "alice does not reach the DMZ host" || fail "alice reached the DMZ host"
 
+echo "== 2b. the Zabbix agent, when asked (wireguard_server_zabbix_agent)"
+zbx_vars=(-e wireguard_server_zabbix_agent=true -e "wireguard_server_zabbix_server=$mgmt1")
+check "the role's UserParameter file is zabbix/userparameter_wgadm.conf" \
+  cmp zabbix/userparameter_wgadm.conf ansible/roles/wireguard_server/files/userparameter_wgadm.conf
+recap=$(playbook site -e wireguard_server_zabbix_agent=true 2>/dev/null) || true
+check "without wireguard_server_zabbix_server the role stops, naming it" \
+  grep -q 'needs wireguard_server_zabbix_server' "$work/site.log"
+recap=$(playbook site "${zbx_vars[@]}") || true
+check "site.yml installs the agent: $recap" test "$(changed_of <<<"$recap")" -ge 1
+recap=$(playbook site "${zbx_vars[@]}") || true
+check "a second run with the agent reports changed=0: $recap" test "$(changed_of <<<"$recap")" = 0
+agent_up() { on_ct systemctl -q is-enabled zabbix-agent2 && on_ct systemctl -q is-active zabbix-agent2; }
+check "zabbix-agent2 is enabled and active" agent_up
+zbx_get() { # KEY: a passive check from the management host, Zabbix's own protocol (no zabbix_get here)
+  ip netns exec "$WGADM_LXC_NS_MGMT" python3 - "$WGADM_LXC_ADDR" "$1" <<'PY'
+import socket, struct, sys
+s = socket.create_connection((sys.argv[1], 10050), timeout=10)
+key = sys.argv[2].encode()
+s.sendall(b"ZBXD\x01" + struct.pack("<Q", len(key)) + key)
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+assert data[:5] == b"ZBXD\x01", data[:20]
+sys.stdout.write(data[13:13 + struct.unpack("<Q", data[5:13])[0]].decode())
+PY
+}
+agent_7() { zbx_get agent.version | grep -q '^7\.0\.'; }
+check "the agent answers the management host, and is Debian 13's 7.0 ($(zbx_get agent.version 2>/dev/null || true))" poll 30 agent_7
+snapshot_peers() { zbx_get wgadm.status | python3 -c 'import json,sys; d=json.load(sys.stdin); assert sorted(p["name"] for p in d["peers"]) == ["alice", "bob"], d'; }
+check "wgadm.status returns the daemon's snapshot (alice, bob) through the UserParameter" snapshot_peers
+check "the agent runs as user zabbix" \
+  test "$(on_ct sh -c 'ps -o user= -p "$(systemctl show -p MainPID --value zabbix-agent2)"')" = zabbix
+
 echo "== 3. peers.yml: a new peer while alice pings every 10 ms, then a removal"
 ip netns exec "${clients[0]}" ping -n -i 0.01 192.168.100.1 >"$work/ping.log" 2>&1 &
 pids+=($!); pinger=$!

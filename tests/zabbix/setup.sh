@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the Zabbix test rig from Debian's packages: zabbix_agent2, zabbix_get, a Zabbix 6.0
-# server on PostgreSQL and its PHP frontend (for the API). Idempotent: when everything is there it
-# only checks and takes about a second.
+# server on PostgreSQL and its PHP frontend (for the API); with --zabbix7, Zabbix 7.0 instead.
+# Idempotent: when everything is there it only checks and takes about a second.
 #
 # What it leaves behind: the packages; a PostgreSQL cluster with the Zabbix schema in
 # $ZBX_RIG/pgdata (stopped; test.sh runs a throwaway copy of it); the frontend's config
@@ -14,6 +14,18 @@ cd "$(dirname "$0")"
 # shellcheck source=env.sh
 . ./env.sh
 [ "$(id -u)" = 0 ] || { echo "zabbix setup: needs root (apt, a database cluster owned by postgres)" >&2; exit 1; }
+
+# --zabbix7: instead, the Debian 13 rootfs with Zabbix 7.0 that `test.sh --zabbix7` runs (ct7.sh:
+# built once, cached under /var/cache/wgadm-test/zabbix7; nothing installed on this machine but
+# LXC's tools).
+if [ "${1:-}" = --zabbix7 ]; then
+  # shellcheck source=../lxc/lib.sh
+  . ../lxc/lib.sh
+  # shellcheck source=ct7.sh
+  . ./ct7.sh
+  zbx7_setup
+  exit
+fi
 
 # php8.2-cgi satisfies php8.2's "apache2 module | fpm | cgi" dependency without pulling in apache2
 # (the frontend is served by `php -S` on loopback); zabbix_get ships in zabbix-server-pgsql.
@@ -89,33 +101,7 @@ if [ -e "$ZBX_FRONTEND_CONF" ] && ! grep -qF "$ZBX_MARK" "$ZBX_FRONTEND_CONF"; t
   echo "zabbix setup: $ZBX_FRONTEND_CONF exists and is not ours; refusing to replace it" >&2
   exit 1
 fi
-conf=$(cat <<PHP
-<?php
-$ZBX_MARK: the frontend of the throwaway Zabbix that
-// tests/zabbix/test.sh starts on 127.0.0.1 (database on port $ZBX_PG_PORT, server on $ZBX_SERVER_PORT).
-\$DB['TYPE']     = 'POSTGRESQL';
-\$DB['SERVER']   = '127.0.0.1';
-\$DB['PORT']     = '$ZBX_PG_PORT';
-\$DB['DATABASE'] = 'zabbix';
-\$DB['USER']     = 'zabbix';
-\$DB['PASSWORD'] = '$ZBX_DB_PASSWORD';
-\$DB['SCHEMA']   = '';
-\$DB['ENCRYPTION'] = false;
-\$DB['KEY_FILE'] = '';
-\$DB['CERT_FILE'] = '';
-\$DB['CA_FILE'] = '';
-\$DB['VERIFY_HOST'] = false;
-\$DB['CIPHER_LIST'] = '';
-\$DB['VAULT_URL'] = '';
-\$DB['VAULT_DB_PATH'] = '';
-\$DB['VAULT_TOKEN'] = '';
-\$DB['DOUBLE_IEEE754'] = true;
-\$ZBX_SERVER      = '127.0.0.1';
-\$ZBX_SERVER_PORT = '$ZBX_SERVER_PORT';
-\$ZBX_SERVER_NAME = 'wgadm test';
-\$IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
-PHP
-)
+conf=$(zbx_frontend_conf)
 if [ "$(cat "$ZBX_FRONTEND_CONF" 2>/dev/null)" != "$conf" ]; then
   printf '%s\n' "$conf" >"$ZBX_FRONTEND_CONF"
   chmod 600 "$ZBX_FRONTEND_CONF"

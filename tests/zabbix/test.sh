@@ -14,15 +14,36 @@
 # script creates; servers listen on loopback or lab addresses only. Every process is started
 # here and stopped by its PID, and the namespaces are removed, also when a step fails.
 #
+# With --zabbix7 the same lab and the same checks run against Zabbix 7.0 LTS from Debian 13's
+# packages, what CT 90 (Debian 13) has: zabbix_agent2 7.0 in an LXC container in the WireGuard
+# server's network namespace and the daemon's PID namespace; PostgreSQL, the 7.0 server and its
+# frontend in an LXC container on the management network; both from a cached Debian 13 rootfs
+# (ct7.sh; `tests/zabbix/setup.sh --zabbix7` builds it). zabbix_get is then 7.0's too (chrooted
+# into that rootfs, on the management network).
+#
 # Prints PASS/FAIL lines and ends with "zabbix: N passed, M failed"; exits non-zero on a failure.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
+zbx=6.0
+case "${1:-}" in
+  --zabbix7) zbx=7.0 ;;
+  "") ;;
+  *) echo "usage: tests/zabbix/test.sh [--zabbix7]" >&2; exit 2 ;;
+esac
 # shellcheck source=env.sh
 . tests/zabbix/env.sh
 [ "$(id -u)" = 0 ] || { echo "zabbix test: needs root (network namespaces, services as other users)" >&2; exit 1; }
-[ -f "$ZBX_GOLDEN/.wgadm-zabbix-schema" ] || { echo "zabbix test: run tests/zabbix/setup.sh first" >&2; exit 1; }
+if [ "$zbx" = 7.0 ]; then
+  # shellcheck source=../lxc/lib.sh
+  . tests/lxc/lib.sh
+  # shellcheck source=ct7.sh
+  . tests/zabbix/ct7.sh
+  [ -s "$(zbx7_tarball)" ] || { echo "zabbix test: run tests/zabbix/setup.sh --zabbix7 first" >&2; exit 1; }
+else
+  [ -f "$ZBX_GOLDEN/.wgadm-zabbix-schema" ] || { echo "zabbix test: run tests/zabbix/setup.sh first" >&2; exit 1; }
+fi
 wgadm=$(realpath "${WGADM:-target/debug/wgadm}")
 [ -x "$wgadm" ] || { echo "zabbix test: $wgadm missing (cargo build)" >&2; exit 1; }
 "$wgadm" daemon --help >/dev/null || { echo "zabbix test: $wgadm has no daemon subcommand" >&2; exit 1; }
@@ -72,6 +93,7 @@ cleanup() {
     # shellcheck disable=SC2086 # "PID SIGNAL"
     stop ${procs[$i]}
   done
+  [ "$zbx" = 6.0 ] || zbx7_cleanup
   # wireguard-go processes, by the PIDs the wrapper recorded.
   for f in "$work"/wg/*.pid; do if [ -e "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi; done
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
@@ -93,7 +115,7 @@ summary() {
   summarized=1
   p=$(grep -c '^PASS' "$results" || true)
   f=$(grep -c '^FAIL' "$results" || true)
-  echo "zabbix test: $(($(date +%s) - started)) s"
+  echo "zabbix test (Zabbix $zbx): $(($(date +%s) - started)) s"
   echo "zabbix: $p passed, $f failed"
   [ "$f" = 0 ] && [ "$p" -gt 0 ]
 }
@@ -168,9 +190,18 @@ start "$work/mallory-ping.log" INT ip netns exec "$ns_mallory" ping -i 2 -W 1 19
 snapshot=$work/run/status.json
 mkdir -p "$work/run"
 chmod 755 "$work/run"
-start "$work/daemon.log" TERM ip netns exec "$ns_srv" "$wgadm" daemon --snapshot "$snapshot" --interval 1 \
-  --metrics-listen off
-daemon_pid=$last_pid
+# In a PID namespace of its own, as in CT 90, whose init stays when the daemon stops (the test
+# stops it). The 7.0 agent joins that namespace as the agent in CT 90 shares it with wgadm, so
+# its daemon check counts this daemon and not another one on the machine (another test's
+# container). unshare ignores SIGTERM while it waits, hence SIGKILL to stop it; its child, the
+# namespace's init, then gets one too (--kill-child), and with it everything in the namespace.
+start "$work/daemon.log" KILL ip netns exec "$ns_srv" unshare --pid --fork --mount-proc --kill-child \
+  sh -c '"$@" & wait "$!"; exec sleep infinity' daemon-init \
+  "$wgadm" daemon --snapshot "$snapshot" --interval 1 --metrics-listen off
+disown "$last_pid"   # stopped by SIGKILL: no "Killed" line from bash's job control
+children() { ps -o pid= --ppid "$1" | tr -d ' '; }
+daemon_found() { ns_init=$(children "$last_pid") && [ -n "$ns_init" ] && daemon_pid=$(children "$ns_init") && [ -n "$daemon_pid" ]; }
+check "the daemon runs in a PID namespace of its own" wait_for 100 daemon_found
 snapshot_ready() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if len(d["peers"]) == 4 else 1)' "$snapshot"; }
 check "the snapshot appears with the lab's 4 peers" wait_for 100 snapshot_ready
 check "the snapshot is world-readable" test "$(stat -c %a "$snapshot" | cut -c3)" -ge 4
@@ -184,6 +215,13 @@ no_keys() { # no private or preshared key of the lab appears in the snapshot
 check "the snapshot holds no private or preshared key" no_keys
 
 # --- (a) zabbix_agent2 with the project's UserParameter file, as user zabbix. --------------------
+if [ "$zbx" = 7.0 ]; then
+  zbx7_unpack "$work/root7"
+  lxcpath=$work/lxc
+  zbx_user=$(zbx7_uid zabbix):$(zbx7_gid zabbix)
+else
+  zbx_user=$(id -u zabbix):$(id -g zabbix)
+fi
 agent_dir=$work/agent
 mkdir -p "$agent_dir"
 cp zabbix/userparameter_wgadm.conf "$agent_dir/"
@@ -198,13 +236,26 @@ LogFile=$agent_dir/zabbix_agent2.log
 ControlSocket=$agent_dir/agent.sock
 Include=$agent_dir/userparameter_wgadm.conf
 EOF
-chown -R zabbix "$agent_dir"
-start "$agent_dir/stdout.log" TERM ip netns exec "$ns_srv" setpriv --reuid=zabbix --regid=zabbix --init-groups -- \
-  zabbix_agent2 -f -c "$agent_dir/zabbix_agent2.conf"
-agent_pid=$last_pid
-zget() { in_ns "$ns_mgmt" zabbix_get -s 192.168.1.1 -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
+chown -R "$zbx_user" "$agent_dir"
+if [ "$zbx" = 7.0 ]; then
+  # The agent is its container's init, in the daemon's PID namespace; the snapshot's directory is
+  # bound in at the same path.
+  zbx7_ct_start "wgz$id-agent" "$lxcpath" "$ns_srv" "$ns_init" \
+    "setpriv --reuid=zabbix --regid=zabbix --init-groups -- zabbix_agent2 -f -c $agent_dir/zabbix_agent2.conf" \
+    "$agent_dir" "$work/run"
+  agent_pid=$(zbx7_ct_pid "wgz$id-agent" "$lxcpath" "$ns_srv")
+  # 7.0's zabbix_get, from the rootfs, on the management network.
+  zget() { in_ns "$ns_mgmt" chroot "$ZBX7_ROOT" zabbix_get -s 192.168.1.1 -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
+else
+  start "$agent_dir/stdout.log" TERM ip netns exec "$ns_srv" setpriv --reuid=zabbix --regid=zabbix --init-groups -- \
+    zabbix_agent2 -f -c "$agent_dir/zabbix_agent2.conf"
+  agent_pid=$last_pid
+  zget() { in_ns "$ns_mgmt" zabbix_get -s 192.168.1.1 -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
+fi
 check "zabbix_agent2 answers zabbix_get" wait_for 100 zget agent.ping
-check "the agent runs as user zabbix, not root" test "$(ps -o user= -p "$agent_pid")" = zabbix
+agent_is() { [ "$(zget agent.version | cut -d. -f1,2)" = "$zbx" ]; }
+check "the agent is Zabbix $zbx ($(zget agent.version || true))" agent_is
+check "the agent runs as user zabbix, not root" test "$(ps -o uid= -p "$agent_pid" | tr -d ' ')" = "${zbx_user%:*}"
 agent_snapshot() { # the value is the live snapshot: valid JSON with the lab's peers and interface
   zget "wgadm.status[\"$snapshot\"]" >"$work/zget.json" &&
     python3 - "$work/zget.json" "$iface" <<'PY'
@@ -222,17 +273,7 @@ missing_snapshot() { # a missing file comes back as cat's message (the template 
 }
 check "a missing snapshot path comes back as an error message, not JSON" missing_snapshot
 
-# --- (b) A real Zabbix 6.0: PostgreSQL, server and frontend API in the management namespace. -----
-bin=$(pg_bin)
-cp -a "$ZBX_GOLDEN" "$work/pgdata"
-install -d -o postgres -g postgres "$work/pgsock"
-# SIGINT: PostgreSQL's fast shutdown.
-start "$work/postgres.log" INT ip netns exec "$ns_mgmt" setpriv --reuid=postgres --regid=postgres --init-groups -- \
-  "$bin/postgres" -D "$work/pgdata" -c listen_addresses=127.0.0.1 -c port="$ZBX_PG_PORT" \
-  -c unix_socket_directories="$work/pgsock" -c fsync=off -c synchronous_commit=off -c full_page_writes=off
-check "PostgreSQL starts (a copy of the prepared Zabbix database)" \
-  wait_for 300 in_ns "$ns_mgmt" "$bin/pg_isready" -q -h 127.0.0.1 -p "$ZBX_PG_PORT"
-
+# --- (b) A real Zabbix: PostgreSQL, server and frontend API in the management namespace. ---------
 server_dir=$work/server
 mkdir -p "$server_dir"
 cat >"$server_dir/zabbix_server.conf" <<EOF
@@ -265,16 +306,54 @@ StartReportWriters=0
 HousekeepingFrequency=0
 Timeout=4
 EOF
-chown -R zabbix "$server_dir"
-# Started as root, the server drops to user zabbix itself (AllowRoot=0).
-start "$server_dir/stdout.log" TERM ip netns exec "$ns_mgmt" zabbix_server -f -c "$server_dir/zabbix_server.conf"
-start "$work/php.log" TERM ip netns exec "$ns_mgmt" php -S "127.0.0.1:$ZBX_WEB_PORT" -t /usr/share/zabbix
+chown -R "$zbx_user" "$server_dir"
+pg_flags=(-c listen_addresses=127.0.0.1 -c port="$ZBX_PG_PORT" -c fsync=off -c synchronous_commit=off
+  -c full_page_writes=off)
+if [ "$zbx" = 7.0 ]; then
+  # One container: its init starts PostgreSQL on the prepared cluster of the (throwaway) rootfs,
+  # then the server (started as root, it drops to user zabbix: AllowRoot=0) and the frontend.
+  zbx_frontend_conf >"$ZBX7_ROOT$ZBX_FRONTEND_CONF"
+  chown "0:$(zbx7_gid www-data)" "$ZBX7_ROOT$ZBX_FRONTEND_CONF"
+  chmod 640 "$ZBX7_ROOT$ZBX_FRONTEND_CONF"
+  pg7=$(zbx7_pgbin)
+  cat >"$server_dir/init.sh" <<INIT
+#!/bin/sh
+# PID 1 of the Zabbix 7.0 server's container (tests/zabbix/test.sh --zabbix7).
+install -d -o postgres -g postgres /run/postgresql
+setpriv --reuid=postgres --regid=postgres --init-groups -- $pg7/postgres -D $ZBX7_PGDATA \\
+  ${pg_flags[*]} -c unix_socket_directories=/run/postgresql >$server_dir/postgres.log 2>&1 &
+i=0
+until $pg7/pg_isready -q -h 127.0.0.1 -p $ZBX_PG_PORT; do
+  i=\$((i + 1)); [ \$i -lt 300 ] || exit 1; sleep 0.1
+done
+zabbix_server -f -c $server_dir/zabbix_server.conf >$server_dir/stdout.log 2>&1 &
+setpriv --reuid=www-data --regid=www-data --init-groups -- php -S 127.0.0.1:$ZBX_WEB_PORT -t /usr/share/zabbix \\
+  >$server_dir/php.log 2>&1 &
+wait
+INIT
+  chmod 755 "$server_dir/init.sh"
+  zbx7_ct_start "wgz$id-zbx" "$lxcpath" "$ns_mgmt" "" "/bin/sh $server_dir/init.sh" "$server_dir"
+  check "PostgreSQL starts (a copy of the prepared Zabbix database)" \
+    wait_for 300 zbx7_ct_exec "wgz$id-zbx" "$lxcpath" "$ns_mgmt" "$pg7/pg_isready" -q -h 127.0.0.1 -p "$ZBX_PG_PORT"
+else
+  bin=$(pg_bin)
+  cp -a "$ZBX_GOLDEN" "$work/pgdata"
+  install -d -o postgres -g postgres "$work/pgsock"
+  # SIGINT: PostgreSQL's fast shutdown.
+  start "$work/postgres.log" INT ip netns exec "$ns_mgmt" setpriv --reuid=postgres --regid=postgres --init-groups -- \
+    "$bin/postgres" -D "$work/pgdata" "${pg_flags[@]}" -c unix_socket_directories="$work/pgsock"
+  check "PostgreSQL starts (a copy of the prepared Zabbix database)" \
+    wait_for 300 in_ns "$ns_mgmt" "$bin/pg_isready" -q -h 127.0.0.1 -p "$ZBX_PG_PORT"
+  # Started as root, the server drops to user zabbix itself (AllowRoot=0).
+  start "$server_dir/stdout.log" TERM ip netns exec "$ns_mgmt" zabbix_server -f -c "$server_dir/zabbix_server.conf"
+  start "$work/php.log" TERM ip netns exec "$ns_mgmt" php -S "127.0.0.1:$ZBX_WEB_PORT" -t /usr/share/zabbix
+fi
 server_up() { grep -q 'server #0 started' "$server_dir/zabbix_server.log"; }
 check "zabbix_server starts" wait_for 300 server_up
 
 # In the background and waited for, so that a signal to this script stops it at once.
 ip netns exec "$ns_mgmt" python3 tests/zabbix/zabbix_check.py \
-  --url "http://127.0.0.1:$ZBX_WEB_PORT/api_jsonrpc.php" \
+  --url "http://127.0.0.1:$ZBX_WEB_PORT/api_jsonrpc.php" --zabbix-version "$zbx" \
   --template "$repo/zabbix/template_wgadm.yaml" --results "$results" \
   --agent "192.168.1.1:$ZBX_AGENT_PORT" --snapshot "$snapshot" \
   --daemon-pid "$daemon_pid" \
