@@ -81,7 +81,7 @@ with open(os.path.join(payload, "env"), "w") as f:
 PY
 cp "$here"/payload/* "$payload/"
 cp "$list" "$payload/tests.list"
-cp "$repo"/packaging/*.service "$payload/packaging/"
+cp "$repo"/packaging/*.service "$repo"/packaging/*.conf "$payload/packaging/"
 tar -cf "$tmp/payload.tar" -C "$payload" .
 rm -rf "$payload"
 truncate -s 256M "$tmp/results.img"
