@@ -10,8 +10,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${WGADM_VM_CACHE:-/var/cache/wgadm-test/vm}
 suite=trixie
 # What the tests need in the VM: the kernel (with its WireGuard module), systemd as PID 1, the
-# tools the lab and wgadm call, python3 for the lab's small TCP listeners.
+# tools the lab and wgadm call, python3 for the lab's small TCP listeners. lxc, uidmap and
+# apparmor run the server in an unprivileged container as on Proxmox (ct-rootfs.sh).
 packages=linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,procps,iproute2,wireguard-tools,nftables,iputils-ping,iperf3,python3,tar
+packages=$packages,lxc,uidmap,apparmor
 
 log() { echo "vm image: $*" >&2; }
 
@@ -22,7 +24,8 @@ mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/so
 mirror=${mirror:-http://deb.debian.org/debian}
 mirror=${mirror%/}
 
-key=$( { printf '%s\n' "$suite" "$mirror" "$packages"; cat "$here/image.sh" "$here"/guest/*; } |
+key=$( { printf '%s\n' "$suite" "$mirror" "$packages"; cat "$here/image.sh" "$here"/guest/*
+  bash "$here/ct-rootfs.sh" key; } |
   sha256sum | cut -c1-12)
 out="$cache/$key"
 if [ -s "$out/root.img" ] && [ -e "$out/done" ]; then
@@ -81,6 +84,8 @@ initrd=$(ls "$root"/boot/initrd.img-* | sort -V | tail -n1)
 cp "$vmlinuz" "$build/vmlinuz"
 cp "$initrd" "$build/initrd.img"
 basename "$vmlinuz" >"$build/kernel-version"
+
+bash "$here/ct-rootfs.sh" build "$root" "$cache/debs"
 
 t1=$(date +%s)
 mkfs.ext4 -q -F -L wgadm-vm -d "$root" "$build/root.img" 3G >/dev/null
