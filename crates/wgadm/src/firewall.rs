@@ -474,6 +474,20 @@ impl Nft {
         loaded: Option<&str>,
     ) -> Result<Put, FirewallError> {
         let wanted = ruleset_digest(state, today, options);
+        self.put_digest(state, today, options, loaded, &wanted)
+    }
+
+    /// [`Nft::put`] for a caller that has the digest of the wanted ruleset already (`wanted`,
+    /// from `ruleset_digest` of the same state, day and options): it is not worked out again.
+    pub fn put_digest(
+        &self,
+        state: &State,
+        today: Date,
+        options: &Options,
+        loaded: Option<&str>,
+        wanted: &str,
+    ) -> Result<Put, FirewallError> {
+        let wanted = wanted.to_owned();
         if loaded == Some(wanted.as_str()) {
             return Ok(Put::Unchanged);
         }
