@@ -846,10 +846,17 @@ pub fn ensure_gate_rule(iface: &str) -> Result<bool, FirewallError> {
             })
     };
     let prio = GATE_RULE_PRIORITY.to_string();
-    let shown = run(&["-4", "rule", "show", "priority", &prio])?;
-    let text = String::from_utf8_lossy(&shown.stdout);
-    if text.lines().any(|l| is_gate_rule(l, iface)) {
-        return Ok(false);
+    // Read over rtnetlink in-process (every apply does this); `ip rule show` when that fails.
+    match rules::has_gate_rule(iface) {
+        Ok(true) => return Ok(false),
+        Ok(false) => {}
+        Err(_) => {
+            let shown = run(&["-4", "rule", "show", "priority", &prio])?;
+            let text = String::from_utf8_lossy(&shown.stdout);
+            if text.lines().any(|l| is_gate_rule(l, iface)) {
+                return Ok(false);
+            }
+        }
     }
     let mut args = vec!["-4", "rule", "add"];
     args.extend(rule.iter().map(String::as_str));
@@ -970,6 +977,105 @@ pub fn close_gate_if_absent(nft: &Nft, iface: &str) -> bool {
         Ok(Some(_)) => false,
         // No table, or nft cannot even list: fail closed.
         Ok(None) | Err(_) => set_iface_forwarding(iface, false).is_ok(),
+    }
+}
+
+/// The IPv4 policy-routing rules read over rtnetlink (`RTM_GETRULE`), to find the gate rule
+/// without starting `ip`.
+mod rules {
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+    use wgadm_core::firewall::{GATE_MARK, GATE_RULE_PRIORITY};
+
+    const RTM_NEWRULE: u16 = 32;
+    const RTM_GETRULE: u16 = 34;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const AF_INET: u8 = 2;
+    /// `struct fib_rule_hdr`: family, dst_len, src_len, tos, table, res1, res2, action, flags.
+    const FIB_RULE_HDR: usize = 12;
+    const FR_ACT_BLACKHOLE: u8 = 6;
+    const FRA_IIFNAME: u16 = 3;
+    const FRA_PRIORITY: u16 = 6;
+    const FRA_FWMARK: u16 = 10;
+    const FRA_FWMASK: u16 = 16;
+
+    /// Whether this network namespace has the gate rule of `iface` (see `gate_rule`): priority
+    /// [`GATE_RULE_PRIORITY`], `iif IFACE`, fwmark 0 under mask [`GATE_MARK`], blackhole.
+    pub fn has_gate_rule(iface: &str) -> std::io::Result<bool> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        let mut req = Vec::with_capacity(16 + FIB_RULE_HDR);
+        req.extend_from_slice(&((16 + FIB_RULE_HDR) as u32).to_ne_bytes());
+        req.extend_from_slice(&RTM_GETRULE.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&1u32.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.push(AF_INET);
+        req.extend_from_slice(&[0; FIB_RULE_HDR - 1]);
+        socket.send(&req, 0)?;
+        let mut found = false;
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = socket.recv(&mut &mut buf[..], 0)?;
+            let mut msgs = &buf[..n];
+            while msgs.len() >= 16 {
+                let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
+                let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+                if len < 16 || len > msgs.len() {
+                    return Err(std::io::Error::other("a torn rtnetlink message"));
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => {
+                        let code = msgs
+                            .get(16..20)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        return Err(std::io::Error::from_raw_os_error(-code));
+                    }
+                    RTM_NEWRULE => found |= is_gate(&msgs[16..len], iface),
+                    _ => {}
+                }
+                msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
+            }
+        }
+    }
+
+    /// Whether one `RTM_NEWRULE` payload is the gate rule of `iface`.
+    pub(super) fn is_gate(payload: &[u8], iface: &str) -> bool {
+        let Some(hdr) = payload.get(..FIB_RULE_HDR) else {
+            return false;
+        };
+        if hdr[0] != AF_INET || hdr[7] != FR_ACT_BLACKHOLE {
+            return false;
+        }
+        let (mut name, mut prio, mut mark, mut mask) = (None, 0, 0, 0);
+        let mut attrs = &payload[FIB_RULE_HDR..];
+        while attrs.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+            let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+            if len < 4 || len > attrs.len() {
+                return false;
+            }
+            let value = &attrs[4..len];
+            let u32_of = |v: &[u8]| {
+                v.get(..4)
+                    .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            match kind {
+                FRA_IIFNAME => name = Some(value.split(|b| *b == 0).next().unwrap_or(value)),
+                FRA_PRIORITY => prio = u32_of(value),
+                FRA_FWMARK => mark = u32_of(value),
+                FRA_FWMASK => mask = u32_of(value),
+                _ => {}
+            }
+            attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+        }
+        name == Some(iface.as_bytes())
+            && prio == GATE_RULE_PRIORITY
+            && mark == 0
+            && mask == GATE_MARK
     }
 }
 
@@ -1265,6 +1371,36 @@ mod tests {
             &line.replace("blackhole", "lookup main"),
             "wg0"
         ));
+    }
+
+    #[test]
+    fn the_gate_rule_is_recognized_in_an_rtnetlink_message() {
+        // An RTM_NEWRULE payload as the kernel sends it for the gate rule of wg0: fib_rule_hdr
+        // (AF_INET, action blackhole), then FRA_IIFNAME, FRA_PRIORITY, FRA_FWMASK (a mark of
+        // 0 comes without FRA_FWMARK).
+        let attr = |kind: u16, value: &[u8]| {
+            let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+            a.extend_from_slice(&kind.to_ne_bytes());
+            a.extend_from_slice(value);
+            a.resize(a.len().next_multiple_of(4), 0);
+            a
+        };
+        let rule = |iface: &[u8], prio: u32, mask: u32, action: u8| {
+            let mut p = vec![2, 0, 0, 0, 0, 0, 0, action, 0, 0, 0, 0];
+            p.extend(attr(3, iface));
+            p.extend(attr(6, &prio.to_ne_bytes()));
+            p.extend(attr(16, &mask.to_ne_bytes()));
+            p
+        };
+        assert!(rules::is_gate(&rule(b"wg0\0", 100, GATE_MARK, 6), "wg0"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 100, GATE_MARK, 6), "wg1"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 101, GATE_MARK, 6), "wg0"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 100, 1, 6), "wg0"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 100, GATE_MARK, 1), "wg0"));
+        // Torn: refused, not read past its end.
+        let whole = rule(b"wg0\0", 100, GATE_MARK, 6);
+        assert!(!rules::is_gate(&whole[..whole.len() - 2], "wg0"));
+        assert!(!rules::is_gate(&whole[..5], "wg0"));
     }
 
     #[test]
