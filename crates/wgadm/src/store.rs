@@ -412,7 +412,7 @@ pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String> {
 pub const PARSE_CACHE_DIR: &str = "/run/wgadm/state-cache";
 
 /// Below this many peer files every load parses them all: the cache would not pay.
-pub const PARSE_CACHE_MIN_PEERS: usize = 256;
+pub const PARSE_CACHE_MIN_PEERS: usize = 64;
 
 /// Files changed this recently are not cached: a file rewritten twice within the
 /// filesystem's timestamp granularity (a clock tick) could keep its stamp.
