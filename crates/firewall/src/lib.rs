@@ -1,10 +1,11 @@
 //! The firewall shell: loads the ruleset `wgadm_core::firewall` renders into the kernel with
 //! `nft`, reads the per-peer drop counters back, and switches IPv4 forwarding on.
 //!
-//! Everything goes through the `nft` program (package nftables) rather than netlink from Rust:
-//! nft parses, validates and batches the script into one transaction, and its error messages
-//! point at the line that is wrong. Only wgadm's table (`inet wgadm`) is ever named, so rules of
-//! others are never touched.
+//! Everything goes through nftables' own parser (package nftables) rather than netlink from
+//! Rust: nft parses, validates and batches the script into one transaction, and its error
+//! messages point at the line that is wrong. It is called in-process through libnftables when
+//! that library loads (see `libnft`: no program started per step), else by running `nft`. Only
+//! wgadm's table (`inet wgadm`) is ever named, so rules of others are never touched.
 
 #![warn(missing_docs)]
 
@@ -45,6 +46,10 @@ pub enum Put {
     /// The table was replaced (loaded anew) in one transaction.
     Table,
 }
+
+/// The environment variable that makes wgadm run an nft program (its value: a name looked up
+/// on PATH, or a path) instead of calling libnftables in-process.
+pub const NFT_ENV: &str = "WGADM_NFT";
 
 /// The per-namespace switch for IPv4 forwarding.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -180,13 +185,26 @@ pub enum FirewallError {
     },
 }
 
-/// How wgadm runs nft: `nft` from PATH, or another command (a path, or a wrapper such as
-/// `ip netns exec NS nft` for tests in a network namespace).
+/// How wgadm reaches nftables: libnftables in this process when it loads, else `nft` from
+/// PATH; or another command (a path, or a wrapper such as `ip netns exec NS nft` for tests in
+/// a network namespace); or the library in another network namespace (tests).
 #[derive(Debug, Clone)]
 pub struct Nft {
     program: PathBuf,
     prefix: Vec<OsString>,
+    library: Library,
     elements_dir: PathBuf,
+}
+
+/// Whether [`Nft`] calls libnftables in-process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Library {
+    /// When it loads (else the program).
+    Auto,
+    /// Never: the program (or wrapper) given.
+    Off,
+    /// Always, in the network namespace at this path (a `/run/netns/NAME`).
+    In(PathBuf),
 }
 
 impl Default for Nft {
@@ -201,7 +219,39 @@ impl Nft {
         Nft {
             program: PathBuf::from("nft"),
             prefix: Vec::new(),
+            library: Library::Auto,
             elements_dir: ELEMENTS_DIR.into(),
+        }
+    }
+
+    /// What wgadm uses: the program named by the environment variable [`NFT_ENV`] when it is
+    /// set (e.g. `nft`, a path or a wrapper on PATH), else [`Nft::new`].
+    pub fn from_env() -> Self {
+        match std::env::var_os(NFT_ENV) {
+            Some(program) if !program.is_empty() => Nft::with_program(program),
+            _ => Nft::new(),
+        }
+    }
+
+    /// libnftables in-process, talking to the network namespace at `netns` (e.g.
+    /// `/run/netns/NAME`), for tests of the in-process path; fails when the library does not
+    /// load.
+    pub fn library_in_netns(netns: impl Into<PathBuf>) -> Self {
+        Nft {
+            library: Library::In(netns.into()),
+            ..Nft::new()
+        }
+    }
+
+    /// Whether nftables is called in-process (libnftables) rather than by running a program.
+    pub fn in_process(&self) -> bool {
+        self.lib().is_some()
+    }
+
+    fn lib(&self) -> Option<&'static libnft::Lib> {
+        match self.library {
+            Library::Off => None,
+            Library::Auto | Library::In(_) => libnft::get(),
         }
     }
 
@@ -210,6 +260,7 @@ impl Nft {
         Nft {
             program: program.into(),
             prefix: Vec::new(),
+            library: Library::Off,
             elements_dir: ELEMENTS_DIR.into(),
         }
     }
@@ -223,6 +274,7 @@ impl Nft {
         Nft {
             program: program.into(),
             prefix: args.into_iter().map(Into::into).collect(),
+            library: Library::Off,
             elements_dir: ELEMENTS_DIR.into(),
         }
     }
@@ -234,6 +286,9 @@ impl Nft {
     }
 
     fn name(&self) -> String {
+        if let Library::In(netns) = &self.library {
+            return format!("libnftables.so.1 in {}", netns.display());
+        }
         let mut parts = vec![self.program.display().to_string()];
         parts.extend(self.prefix.iter().map(|a| a.to_string_lossy().into_owned()));
         parts.join(" ")
@@ -242,6 +297,24 @@ impl Nft {
     /// Runs nft with `args`, feeding `stdin` when given. Messages come in English whatever
     /// the locale, so they can be recognized.
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<Output, FirewallError> {
+        let run_err = |source| FirewallError::Run {
+            program: self.name(),
+            source,
+        };
+        match (&self.library, self.lib()) {
+            (Library::In(netns), Some(lib)) => {
+                return libnft::run(lib, args, stdin, Some(netns)).map_err(run_err)
+            }
+            (Library::In(_), None) => {
+                return Err(FirewallError::NftMissing {
+                    program: self.name(),
+                })
+            }
+            (Library::Auto, Some(lib)) => {
+                return libnft::run(lib, args, stdin, None).map_err(run_err)
+            }
+            _ => {}
+        }
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.prefix)
             .args(args)
@@ -262,10 +335,6 @@ impl Nft {
                 source,
             },
         })?;
-        let run_err = |source| FirewallError::Run {
-            program: self.name(),
-            source,
-        };
         match (stdin, child.stdin.take()) {
             (Some(text), Some(mut pipe)) => {
                 // Written from a thread: nft could answer on stderr before it has read all of
@@ -289,6 +358,10 @@ impl Nft {
     /// Checks that nft is installed, new enough, and allowed to talk to netfilter. Returns
     /// the version it reported.
     pub fn preflight(&self) -> Result<String, FirewallError> {
+        // The library in use is new enough by construction (see `libnft`).
+        if self.in_process() {
+            return Ok("libnftables.so.1".into());
+        }
         let out = self.run(&["--version"], None)?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
@@ -415,6 +488,20 @@ impl Nft {
         loaded: Option<&str>,
     ) -> Result<Put, FirewallError> {
         let wanted = ruleset_digest(state, today, options);
+        self.put_digest(state, today, options, loaded, &wanted)
+    }
+
+    /// [`Nft::put`] for a caller that has the digest of the wanted ruleset already (`wanted`,
+    /// from `ruleset_digest` of the same state, day and options): it is not worked out again.
+    pub fn put_digest(
+        &self,
+        state: &State,
+        today: Date,
+        options: &Options,
+        loaded: Option<&str>,
+        wanted: &str,
+    ) -> Result<Put, FirewallError> {
+        let wanted = wanted.to_owned();
         if loaded == Some(wanted.as_str()) {
             return Ok(Put::Unchanged);
         }
@@ -773,10 +860,17 @@ pub fn ensure_gate_rule(iface: &str) -> Result<bool, FirewallError> {
             })
     };
     let prio = GATE_RULE_PRIORITY.to_string();
-    let shown = run(&["-4", "rule", "show", "priority", &prio])?;
-    let text = String::from_utf8_lossy(&shown.stdout);
-    if text.lines().any(|l| is_gate_rule(l, iface)) {
-        return Ok(false);
+    // Read over rtnetlink in-process (every apply does this); `ip rule show` when that fails.
+    match rules::has_gate_rule(iface) {
+        Ok(true) => return Ok(false),
+        Ok(false) => {}
+        Err(_) => {
+            let shown = run(&["-4", "rule", "show", "priority", &prio])?;
+            let text = String::from_utf8_lossy(&shown.stdout);
+            if text.lines().any(|l| is_gate_rule(l, iface)) {
+                return Ok(false);
+            }
+        }
     }
     let mut args = vec!["-4", "rule", "add"];
     args.extend(rule.iter().map(String::as_str));
@@ -900,6 +994,323 @@ pub fn close_gate_if_absent(nft: &Nft, iface: &str) -> bool {
     }
 }
 
+/// The IPv4 policy-routing rules read over rtnetlink (`RTM_GETRULE`), to find the gate rule
+/// without starting `ip`.
+mod rules {
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+    use wgadm_core::firewall::{GATE_MARK, GATE_RULE_PRIORITY};
+
+    const RTM_NEWRULE: u16 = 32;
+    const RTM_GETRULE: u16 = 34;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const AF_INET: u8 = 2;
+    /// `struct fib_rule_hdr`: family, dst_len, src_len, tos, table, res1, res2, action, flags.
+    const FIB_RULE_HDR: usize = 12;
+    const FR_ACT_BLACKHOLE: u8 = 6;
+    const FRA_IIFNAME: u16 = 3;
+    const FRA_PRIORITY: u16 = 6;
+    const FRA_FWMARK: u16 = 10;
+    const FRA_FWMASK: u16 = 16;
+
+    /// Whether this network namespace has the gate rule of `iface` (see `gate_rule`): priority
+    /// [`GATE_RULE_PRIORITY`], `iif IFACE`, fwmark 0 under mask [`GATE_MARK`], blackhole.
+    pub fn has_gate_rule(iface: &str) -> std::io::Result<bool> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        let mut req = Vec::with_capacity(16 + FIB_RULE_HDR);
+        req.extend_from_slice(&((16 + FIB_RULE_HDR) as u32).to_ne_bytes());
+        req.extend_from_slice(&RTM_GETRULE.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&1u32.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.push(AF_INET);
+        req.extend_from_slice(&[0; FIB_RULE_HDR - 1]);
+        socket.send(&req, 0)?;
+        let mut found = false;
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = socket.recv(&mut &mut buf[..], 0)?;
+            let mut msgs = &buf[..n];
+            while msgs.len() >= 16 {
+                let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
+                let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+                if len < 16 || len > msgs.len() {
+                    return Err(std::io::Error::other("a torn rtnetlink message"));
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => {
+                        let code = msgs
+                            .get(16..20)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        return Err(std::io::Error::from_raw_os_error(-code));
+                    }
+                    RTM_NEWRULE => found |= is_gate(&msgs[16..len], iface),
+                    _ => {}
+                }
+                msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
+            }
+        }
+    }
+
+    /// Whether one `RTM_NEWRULE` payload is the gate rule of `iface`.
+    pub(super) fn is_gate(payload: &[u8], iface: &str) -> bool {
+        let Some(hdr) = payload.get(..FIB_RULE_HDR) else {
+            return false;
+        };
+        if hdr[0] != AF_INET || hdr[7] != FR_ACT_BLACKHOLE {
+            return false;
+        }
+        let (mut name, mut prio, mut mark, mut mask) = (None, 0, 0, 0);
+        let mut attrs = &payload[FIB_RULE_HDR..];
+        while attrs.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+            let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+            if len < 4 || len > attrs.len() {
+                return false;
+            }
+            let value = &attrs[4..len];
+            let u32_of = |v: &[u8]| {
+                v.get(..4)
+                    .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            match kind {
+                FRA_IIFNAME => name = Some(value.split(|b| *b == 0).next().unwrap_or(value)),
+                FRA_PRIORITY => prio = u32_of(value),
+                FRA_FWMARK => mark = u32_of(value),
+                FRA_FWMASK => mask = u32_of(value),
+                _ => {}
+            }
+            attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+        }
+        name == Some(iface.as_bytes())
+            && prio == GATE_RULE_PRIORITY
+            && mark == 0
+            && mask == GATE_MARK
+    }
+}
+
+/// libnftables (the library the `nft` program is a thin front of), loaded at run time and
+/// called in this process: the same parser, the same messages and the same one-transaction
+/// `-f`, without starting a program (5-20 ms each time, several per apply).
+///
+/// Loaded with dlopen rather than linked, so wgadm starts without it (the package nftables
+/// brings it; without it wgadm runs the `nft` program, which then says what is missing). Only a
+/// library that has the `LIBNFTABLES_3` symbols (nftables 1.0.1 or later, newer than
+/// [`MIN_NFT`]) is used, so no version check is needed for it.
+mod libnft {
+    use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
+    use std::process::{ExitStatus, Output};
+    use std::sync::{Mutex, OnceLock};
+
+    type CtxNew = unsafe extern "C" fn(c_uint) -> *mut c_void;
+    type CtxFn = unsafe extern "C" fn(*mut c_void);
+    type CtxInt = unsafe extern "C" fn(*mut c_void) -> c_int;
+    type CtxBuf = unsafe extern "C" fn(*mut c_void) -> *const c_char;
+    type CtxFlags = unsafe extern "C" fn(*mut c_void, c_uint);
+    type CtxRun = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+
+    /// `NFT_CTX_OUTPUT_*` of libnftables(3).
+    const STATELESS: c_uint = 1 << 2;
+    const JSON: c_uint = 1 << 4;
+    const TERSE: c_uint = 1 << 11;
+
+    /// The functions of libnftables.so.1 wgadm calls.
+    pub struct Lib {
+        ctx_new: CtxNew,
+        ctx_free: CtxFn,
+        buffer_output: CtxInt,
+        buffer_error: CtxInt,
+        get_output: CtxBuf,
+        get_error: CtxBuf,
+        set_flags: CtxFlags,
+        run_buffer: CtxRun,
+        run_filename: CtxRun,
+    }
+
+    /// libnftables keeps some state outside its contexts (symbol tables read at start), so
+    /// one call at a time per process.
+    static CALLS: Mutex<()> = Mutex::new(());
+
+    /// The library, when it loads and is new enough; looked for once per process.
+    pub fn get() -> Option<&'static Lib> {
+        static LIB: OnceLock<Option<Lib>> = OnceLock::new();
+        LIB.get_or_init(load).as_ref()
+    }
+
+    fn load() -> Option<Lib> {
+        // SAFETY: dlopen/dlsym with NUL-terminated names; the handle is never closed, so the
+        // function pointers stay valid for the life of the process. Each pointer is cast to
+        // the signature libnftables(3) documents for that name.
+        unsafe {
+            let handle = libc::dlopen(
+                c"libnftables.so.1".as_ptr(),
+                libc::RTLD_NOW | libc::RTLD_LOCAL,
+            );
+            if handle.is_null() {
+                return None;
+            }
+            let sym = |name: &CStr| {
+                let p = libc::dlsym(handle, name.as_ptr());
+                (!p.is_null()).then_some(p)
+            };
+            // Present from nftables 1.0.1 on: the marker of a new enough library.
+            sym(c"nft_ctx_get_optimize")?;
+            Some(Lib {
+                ctx_new: std::mem::transmute::<*mut c_void, CtxNew>(sym(c"nft_ctx_new")?),
+                ctx_free: std::mem::transmute::<*mut c_void, CtxFn>(sym(c"nft_ctx_free")?),
+                buffer_output: std::mem::transmute::<*mut c_void, CtxInt>(sym(
+                    c"nft_ctx_buffer_output",
+                )?),
+                buffer_error: std::mem::transmute::<*mut c_void, CtxInt>(sym(
+                    c"nft_ctx_buffer_error",
+                )?),
+                get_output: std::mem::transmute::<*mut c_void, CtxBuf>(sym(
+                    c"nft_ctx_get_output_buffer",
+                )?),
+                get_error: std::mem::transmute::<*mut c_void, CtxBuf>(sym(
+                    c"nft_ctx_get_error_buffer",
+                )?),
+                set_flags: std::mem::transmute::<*mut c_void, CtxFlags>(sym(
+                    c"nft_ctx_output_set_flags",
+                )?),
+                run_buffer: std::mem::transmute::<*mut c_void, CtxRun>(sym(
+                    c"nft_run_cmd_from_buffer",
+                )?),
+                run_filename: std::mem::transmute::<*mut c_void, CtxRun>(sym(
+                    c"nft_run_cmd_from_filename",
+                )?),
+            })
+        }
+    }
+
+    /// A script handed over as a file of this process's own (nft reads `-f` input by name): a
+    /// memfd, so nothing lands on disk, and nft's messages keep their line numbers (a buffer
+    /// of several lines loses them in nft 1.0.6).
+    struct Script {
+        // Held open for as long as nft may read it by `path`.
+        _fd: OwnedFd,
+        path: CString,
+    }
+
+    impl Script {
+        fn new(text: &str) -> std::io::Result<Script> {
+            // SAFETY: memfd_create with a NUL-terminated name; the fd returned is ours.
+            let raw = unsafe { libc::memfd_create(c"wgadm-ruleset".as_ptr(), libc::MFD_CLOEXEC) };
+            if raw < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: a fresh fd owned by nobody else.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            std::fs::File::from(fd.try_clone()?).write_all(text.as_bytes())?;
+            let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(std::io::Error::other)?;
+            Ok(Script { _fd: fd, path })
+        }
+    }
+
+    /// Runs what `nft ARGS` would run (`-t`, `-s`, `-j` and `-f -` with `stdin` understood;
+    /// the other words form the command) and returns what nft would have printed, with exit
+    /// status 0 or 1. In the network namespace `netns` when given (a thread enters it: nft's
+    /// netlink socket belongs to the namespace it was made in), else in this thread's.
+    pub fn run(
+        lib: &Lib,
+        args: &[&str],
+        stdin: Option<&str>,
+        netns: Option<&Path>,
+    ) -> std::io::Result<Output> {
+        let mut flags = 0;
+        let mut words = Vec::new();
+        let mut file = false;
+        for arg in args {
+            match *arg {
+                "-t" => flags |= TERSE,
+                "-s" => flags |= STATELESS,
+                "-j" => flags |= JSON,
+                "-f" => file = true,
+                "-" if file => {}
+                word => words.push(word),
+            }
+        }
+        let script = match (file, stdin) {
+            (true, Some(text)) => Some(Script::new(text)?),
+            (true, None) => return Err(std::io::Error::other("nft -f without a script")),
+            (false, _) => None,
+        };
+        let command = CString::new(words.join(" ")).map_err(std::io::Error::other)?;
+        let call = || -> std::io::Result<Output> {
+            let _one = CALLS.lock().unwrap_or_else(|p| p.into_inner());
+            // SAFETY: a context made here, used on this thread only and freed before return;
+            // the buffers it returns are copied before it is freed.
+            unsafe {
+                let ctx = (lib.ctx_new)(0);
+                if ctx.is_null() {
+                    return Err(std::io::Error::other(
+                        "libnftables could not make a context",
+                    ));
+                }
+                let rc = if (lib.buffer_output)(ctx) != 0 || (lib.buffer_error)(ctx) != 0 {
+                    None
+                } else {
+                    (lib.set_flags)(ctx, flags);
+                    Some(match &script {
+                        Some(s) => (lib.run_filename)(ctx, s.path.as_ptr()),
+                        None => (lib.run_buffer)(ctx, command.as_ptr()),
+                    })
+                };
+                let text = |p: *const c_char| match p.is_null() {
+                    true => Vec::new(),
+                    false => CStr::from_ptr(p).to_bytes().to_vec(),
+                };
+                let stdout = text((lib.get_output)(ctx));
+                let stderr = text((lib.get_error)(ctx));
+                (lib.ctx_free)(ctx);
+                let rc = rc.ok_or_else(|| {
+                    std::io::Error::other("libnftables could not buffer its output")
+                })?;
+                Ok(Output {
+                    status: ExitStatus::from_raw(if rc == 0 { 0 } else { 1 << 8 }),
+                    stdout,
+                    stderr,
+                })
+            }
+        };
+        let mut out = match netns {
+            None => call()?,
+            Some(netns) => {
+                let ns = std::fs::File::open(netns)?;
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            // SAFETY: setns on this short-lived thread only, with a namespace
+                            // fd we hold open.
+                            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            call()
+                        })
+                        .join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("the nft thread panicked")))
+                })?
+            }
+        };
+        // Messages name the script as `nft -f -` does.
+        if let Some(s) = &script {
+            let name = s.path.to_string_lossy().into_owned();
+            let text = String::from_utf8_lossy(&out.stderr).replace(&name, "/dev/stdin");
+            out.stderr = text.into_bytes();
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -974,6 +1385,36 @@ mod tests {
             &line.replace("blackhole", "lookup main"),
             "wg0"
         ));
+    }
+
+    #[test]
+    fn the_gate_rule_is_recognized_in_an_rtnetlink_message() {
+        // An RTM_NEWRULE payload as the kernel sends it for the gate rule of wg0: fib_rule_hdr
+        // (AF_INET, action blackhole), then FRA_IIFNAME, FRA_PRIORITY, FRA_FWMASK (a mark of
+        // 0 comes without FRA_FWMARK).
+        let attr = |kind: u16, value: &[u8]| {
+            let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+            a.extend_from_slice(&kind.to_ne_bytes());
+            a.extend_from_slice(value);
+            a.resize(a.len().next_multiple_of(4), 0);
+            a
+        };
+        let rule = |iface: &[u8], prio: u32, mask: u32, action: u8| {
+            let mut p = vec![2, 0, 0, 0, 0, 0, 0, action, 0, 0, 0, 0];
+            p.extend(attr(3, iface));
+            p.extend(attr(6, &prio.to_ne_bytes()));
+            p.extend(attr(16, &mask.to_ne_bytes()));
+            p
+        };
+        assert!(rules::is_gate(&rule(b"wg0\0", 100, GATE_MARK, 6), "wg0"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 100, GATE_MARK, 6), "wg1"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 101, GATE_MARK, 6), "wg0"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 100, 1, 6), "wg0"));
+        assert!(!rules::is_gate(&rule(b"wg0\0", 100, GATE_MARK, 1), "wg0"));
+        // Torn: refused, not read past its end.
+        let whole = rule(b"wg0\0", 100, GATE_MARK, 6);
+        assert!(!rules::is_gate(&whole[..whole.len() - 2], "wg0"));
+        assert!(!rules::is_gate(&whole[..5], "wg0"));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const PUBLIC_MODE: u32 = 0o644;
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    parse_cache: Option<PathBuf>,
+    parse_cache_settle: std::time::Duration,
 }
 
 /// A peer file read: its name and the peer, or the problem with the file.
@@ -51,7 +53,24 @@ impl Drop for Lock {
 impl Store {
     /// The state directory at `dir` (which may not exist yet).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Store { dir: dir.into() }
+        Store {
+            dir: dir.into(),
+            parse_cache: Some(PARSE_CACHE_DIR.into()),
+            parse_cache_settle: PARSE_CACHE_SETTLE,
+        }
+    }
+
+    /// Keeps parsed peer files under `dir` instead of [`PARSE_CACHE_DIR`], or nowhere (`None`:
+    /// every load parses every file).
+    pub fn with_parse_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.parse_cache = dir;
+        self
+    }
+
+    /// Caches files changed up to `settle` before a load (tests; see [`PARSE_CACHE_SETTLE`]).
+    pub fn with_parse_cache_settle(mut self, settle: std::time::Duration) -> Self {
+        self.parse_cache_settle = settle;
+        self
     }
 
     /// The directory.
@@ -215,16 +234,27 @@ impl Store {
         let server: Option<Server> = parse_yaml("server.yml", &server_text, &mut problems);
         let mut peers = BTreeMap::new();
         let files = self.peer_files()?;
+        // Taken before any file is read: what is cached must be older than this (see
+        // `ParseCache`).
+        let started = std::time::SystemTime::now();
+        let cache = self.parse_cache_for(files.len());
+        let cache = cache.as_ref();
         // Reading and parsing thousands of small files is most of a command's time: spread it
         // over the cores, keeping the order so problems are reported by file name.
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(8);
         let chunk = files.len().div_ceil(threads).max(256);
-        let parsed: Vec<Result<Vec<ParsedPeer>>> = std::thread::scope(|scope| {
+        let parsed: Vec<Result<Vec<(ParsedPeer, Seen)>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = files
                 .chunks(chunk)
-                .map(|part| scope.spawn(|| part.iter().map(|f| self.read_peer(f)).collect()))
+                .map(|part| {
+                    scope.spawn(|| {
+                        part.iter()
+                            .map(|f| self.read_peer_cached(f, cache))
+                            .collect()
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
@@ -234,20 +264,58 @@ impl Store {
                 })
                 .collect()
         });
+        let mut seen = Vec::new();
         for part in parsed {
-            for result in part? {
+            for (result, how) in part? {
                 match result {
                     Ok((name, peer)) => {
+                        if let Some(stamp) = how.stamp() {
+                            seen.push((name.clone(), stamp, how.hit()));
+                        }
                         peers.insert(name, peer);
                     }
                     Err(problem) => problems.push(problem),
                 }
             }
         }
+        if let Some(cache) = cache {
+            if problems.is_empty() {
+                cache.keep(&seen, &peers, started, self.parse_cache_settle);
+            }
+        }
         match server {
             Some(server) if problems.is_empty() => Ok(State { server, peers }),
             _ => Err(Error::State(problems)),
         }
+    }
+
+    /// The parse cache for a directory of `files` peer files, when it is worth keeping.
+    fn parse_cache_for(&self, files: usize) -> Option<ParseCache> {
+        if files < PARSE_CACHE_MIN_PEERS {
+            return None;
+        }
+        ParseCache::open(self.parse_cache.as_deref()?, &self.dir)
+    }
+
+    /// Reads one peer file, or takes it from `cache` when the file is the one parsed then.
+    fn read_peer_cached(
+        &self,
+        f: &(Result<PeerName, NameError>, String),
+        cache: Option<&ParseCache>,
+    ) -> Result<(ParsedPeer, Seen)> {
+        let Some(cache) = cache else {
+            return Ok((self.read_peer(f)?, Seen::Unstamped));
+        };
+        let (name, file) = f;
+        // Stamped before reading: a change while it is read shows as another stamp next time.
+        let stamp = cache.stamp(file);
+        if let (Ok(name), Some(stamp)) = (name, stamp) {
+            if let Some(peer) = cache.get(file, &stamp) {
+                return Ok((Ok((name.clone(), peer.clone())), Seen::Hit(stamp)));
+            }
+        }
+        let parsed = self.read_peer(f)?;
+        Ok((parsed, stamp.map_or(Seen::Unstamped, Seen::Miss)))
     }
 
     /// Reads and parses one peer file.
@@ -339,6 +407,235 @@ fn parse_yaml<T: wgadm_core::yaml::Schema>(
 /// Serializes a state file.
 pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_norway::to_string(value).map_err(|e| Error::Invalid(format!("cannot write YAML: {e}")))
+}
+
+/// Where parsed peer files are kept between commands, one file per state directory (tmpfs,
+/// root's alone): with it a command at thousands of peers stats each peer file instead of
+/// opening and parsing it (at 5,000 peers parsing is most of an apply's time).
+pub const PARSE_CACHE_DIR: &str = "/run/wgadm/state-cache";
+
+/// Below this many peer files every load parses them all: the cache would not pay.
+pub const PARSE_CACHE_MIN_PEERS: usize = 64;
+
+/// Files changed this recently are not cached: a file rewritten twice within the
+/// filesystem's timestamp granularity (a clock tick) could keep its stamp.
+pub const PARSE_CACHE_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies a peer file's content without reading it: a rewrite (wgadm's always makes a
+/// new file and renames it) or an edit in place changes the inode, size or change time
+/// (which no one can set back; `touch -d` sets only the modification time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// The stamp of `name` in the directory `dir` when it is a regular file (a symlink is not
+    /// followed). Relative to the directory: no path walk per file.
+    fn at(dir: &File, name: &str) -> Option<Stamp> {
+        use std::os::fd::AsRawFd;
+        let name = std::ffi::CString::new(name).ok()?;
+        // SAFETY: fstatat fills the zeroed stat buffer we own; the name is NUL-terminated and
+        // the directory fd stays open for the call.
+        let st = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            let r = libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            );
+            (r == 0).then_some(st)?
+        };
+        (st.st_mode & libc::S_IFMT == libc::S_IFREG).then(|| Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        })
+    }
+
+    /// Whether the file last changed before `t` minus `settle`.
+    fn settled_before(&self, t: std::time::SystemTime, settle: std::time::Duration) -> bool {
+        let Some(limit) = t
+            .checked_sub(settle)
+            .and_then(|l| l.duration_since(std::time::UNIX_EPOCH).ok())
+        else {
+            return false;
+        };
+        let limit = (
+            i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+            i64::from(limit.subsec_nanos()),
+        );
+        self.ctime < limit && self.mtime < limit
+    }
+}
+
+/// How a peer file was read.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// Not stamped (no cache in use, or not a regular file).
+    Unstamped,
+    /// Parsed from the file, stamped before reading.
+    Miss(Stamp),
+    /// Taken from the cache.
+    Hit(Stamp),
+}
+
+impl Seen {
+    fn stamp(self) -> Option<Stamp> {
+        match self {
+            Seen::Unstamped => None,
+            Seen::Miss(s) | Seen::Hit(s) => Some(s),
+        }
+    }
+
+    fn hit(self) -> bool {
+        matches!(self, Seen::Hit(_))
+    }
+}
+
+/// The cache file's content.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    /// [`PARSE_CACHE_FORMAT`]: another wgadm's cache is not used.
+    format: String,
+    /// The state directory it is for.
+    dir: PathBuf,
+    /// File name in `peers/`, its stamp, the peer parsed from it.
+    peers: Vec<(String, Stamp, Peer)>,
+}
+
+/// Changes with every wgadm version: what a version parses may differ.
+const PARSE_CACHE_FORMAT: &str = concat!("wgadm-parse-cache 1 ", env!("CARGO_PKG_VERSION"));
+
+/// The parsed peer files of one state directory (see [`PARSE_CACHE_DIR`]). Only a speed-up:
+/// a file missing, unreadable, torn or from another version is no cache, and an entry is used
+/// only while its file's [`Stamp`] is unchanged, so a load returns what parsing every file
+/// would.
+struct ParseCache {
+    path: PathBuf,
+    dir: PathBuf,
+    peers: File,
+    entries: std::collections::HashMap<String, (Stamp, Peer)>,
+}
+
+impl ParseCache {
+    /// The cache of the state directory `state` under `cache_dir` (empty when there is none
+    /// yet); `None` when the state directory cannot be resolved.
+    fn open(cache_dir: &Path, state: &Path) -> Option<ParseCache> {
+        let dir = fs::canonicalize(state).ok()?;
+        let peers = File::open(dir.join("peers")).ok()?;
+        let name = hex(&Sha256::digest(dir.as_os_str().as_encoded_bytes())[..12]);
+        let path = cache_dir.join(name);
+        let entries = fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
+            .filter(|c| c.format == PARSE_CACHE_FORMAT && c.dir == dir)
+            .map(|c| {
+                c.peers
+                    .into_iter()
+                    .map(|(file, stamp, peer)| (file, (stamp, peer)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(ParseCache {
+            path,
+            dir,
+            peers,
+            entries,
+        })
+    }
+
+    /// The stamp of `peers/FILE`, when it is a regular file.
+    fn stamp(&self, file: &str) -> Option<Stamp> {
+        Stamp::at(&self.peers, file)
+    }
+
+    fn get(&self, file: &str, stamp: &Stamp) -> Option<&Peer> {
+        self.entries
+            .get(file)
+            .filter(|(s, _)| s == stamp)
+            .map(|(_, p)| p)
+    }
+
+    /// Rewrites the cache with what this load read (`seen`: name, stamp, whether from the
+    /// cache), unless it holds exactly that already. Best effort: a failure leaves no cache,
+    /// which only costs time.
+    fn keep(
+        &self,
+        seen: &[(PeerName, Stamp, bool)],
+        peers: &BTreeMap<PeerName, Peer>,
+        started: std::time::SystemTime,
+        settle: std::time::Duration,
+    ) {
+        let settled: Vec<_> = seen
+            .iter()
+            .filter(|(_, stamp, _)| stamp.settled_before(started, settle))
+            .collect();
+        let all_hits = settled.iter().all(|(_, _, hit)| *hit);
+        if all_hits && settled.len() == self.entries.len() {
+            return;
+        }
+        let file = CacheFile {
+            format: PARSE_CACHE_FORMAT.into(),
+            dir: self.dir.clone(),
+            peers: settled
+                .iter()
+                .filter_map(|(name, stamp, _)| {
+                    Some((format!("{name}.yml"), *stamp, peers.get(name)?.clone()))
+                })
+                .collect(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&file) else {
+            return;
+        };
+        let Some(parent) = self.path.parent() else {
+            return;
+        };
+        if fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .is_err()
+        {
+            return;
+        }
+        let tmp = self.path.with_extension(format!(
+            "tmp{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(SECRET_MODE)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&bytes));
+        if written.is_err() || fs::rename(&tmp, &self.path).is_err() {
+            let _ = fs::remove_file(&tmp);
+            return;
+        }
+        // Caches of directories not loaded for a day go (tests make many throwaway states).
+        if let Ok(entries) = fs::read_dir(parent) {
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 86_400);
+                if old && e.path() != self.path {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
 }
 
 /// The journal of a committed change (see [`Txn::commit`]); its rename into place is the
@@ -1001,6 +1298,110 @@ mod tests {
             ],
             removals: vec!["peers/alice.psk".into()],
         }
+    }
+
+    /// A state of `n` peers `p0000`.. in a new directory, and a store on it whose parse cache
+    /// is in a directory of its own and takes files at once.
+    fn cached_state(n: usize) -> (tempfile::TempDir, tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path())
+            .with_parse_cache(Some(cache.path().to_owned()))
+            .with_parse_cache_settle(std::time::Duration::ZERO);
+        let key = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWY=";
+        fs::write(
+            store.server_yml(),
+            format!(
+                "interface: wg0\nlisten_port: 51820\nendpoint: vpn.example.com:51820\n\
+                 subnet: 10.8.0.0/16\naddress: 10.8.0.1\npublic_key: {key}\naccess: []\n"
+            ),
+        )
+        .unwrap();
+        fs::create_dir(store.peers_dir()).unwrap();
+        for i in 0..n {
+            fs::write(
+                store.peers_dir().join(format!("p{i:04}.yml")),
+                format!(
+                    "address: 10.8.{}.{}\npublic_key: {key}\nkeepalive: 25\nenabled: true\n",
+                    1 + i / 250,
+                    1 + i % 250
+                ),
+            )
+            .unwrap();
+        }
+        (dir, cache, store)
+    }
+
+    fn cache_file(cache: &Path) -> PathBuf {
+        let files: Vec<_> = fs::read_dir(cache).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].path()
+    }
+
+    #[test]
+    fn the_parse_cache_is_used_only_while_each_file_is_unchanged() {
+        let n = PARSE_CACHE_MIN_PEERS;
+        let (_dir, cache, store) = cached_state(n);
+        let parsed = store.load().unwrap();
+        assert_eq!(parsed.peers.len(), n);
+        let path = cache_file(cache.path());
+        assert_eq!(store.load().unwrap(), parsed, "loaded from the cache");
+
+        // The cache is what a load takes for an unchanged file: an entry altered in it (its
+        // stamp kept) shows. (Nothing but wgadm writes there; this proves it is used.)
+        let text = fs::read_to_string(&path).unwrap();
+        let altered = text.replacen("\"keepalive\":25", "\"keepalive\":26", 1);
+        assert_ne!(altered, text);
+        fs::write(&path, altered).unwrap();
+        let name: PeerName = "p0000".parse().unwrap();
+        assert_eq!(store.load().unwrap().peers[&name].keepalive, 26);
+
+        // A file replaced (a new file renamed over it, as wgadm writes), one edited in place,
+        // one removed, one added: each is read anew, and the result is what parsing gives.
+        let file = |i: usize| store.peers_dir().join(format!("p{i:04}.yml"));
+        let p0 = fs::read_to_string(file(0)).unwrap();
+        let tmp = store.peers_dir().join(".new");
+        fs::write(&tmp, p0.replace("keepalive: 25", "keepalive: 24")).unwrap();
+        fs::rename(&tmp, file(0)).unwrap();
+        let p1 = fs::read_to_string(file(1)).unwrap();
+        fs::write(file(1), p1.replace("keepalive: 25", "keepalive: 0")).unwrap();
+        fs::remove_file(file(2)).unwrap();
+        fs::write(file(n), p1.replace("10.8.1.2", "10.8.9.9")).unwrap();
+        let uncached = Store::new(store.dir())
+            .with_parse_cache(None)
+            .load()
+            .unwrap();
+        let cached = store.load().unwrap();
+        assert_eq!(cached, uncached);
+        assert_eq!(cached.peers[&name].keepalive, 24);
+        assert_eq!(store.load().unwrap(), uncached, "the rewritten cache");
+
+        // A file turned into a symlink is refused as without a cache.
+        fs::remove_file(file(3)).unwrap();
+        std::os::unix::fs::symlink(file(4), file(3)).unwrap();
+        let err = store.load().unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        fs::remove_file(file(3)).unwrap();
+
+        // A torn cache is no cache.
+        fs::write(&path, &fs::read(&path).unwrap()[..100]).unwrap();
+        let uncached = Store::new(store.dir())
+            .with_parse_cache(None)
+            .load()
+            .unwrap();
+        assert_eq!(store.load().unwrap(), uncached);
+    }
+
+    #[test]
+    fn small_states_and_fresh_files_are_not_cached() {
+        let (_dir, cache, store) = cached_state(PARSE_CACHE_MIN_PEERS - 1);
+        store.load().unwrap();
+        assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
+        // Files changed within the settle time are parsed every time until they are older.
+        let (_dir, cache, store) = cached_state(PARSE_CACHE_MIN_PEERS);
+        let store = store.with_parse_cache_settle(std::time::Duration::from_secs(3600));
+        store.load().unwrap();
+        assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
     }
 
     #[test]

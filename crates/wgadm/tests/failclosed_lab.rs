@@ -89,7 +89,8 @@ fn full_tunnel_client(server: &Server) -> String {
 }
 
 /// A PATH whose `nft` refuses every `-f` load as a kernel without nft_nat would, and runs the
-/// real nft for everything else.
+/// real nft for everything else (wgadm runs it with `WGADM_NFT=nft`: by default it calls
+/// libnftables in-process, which a PATH cannot stand in for).
 fn refusing_path(lab: &Lab) -> String {
     let dir = lab.dir().join("refusing");
     std::fs::create_dir_all(&dir).unwrap();
@@ -158,6 +159,7 @@ fn a_refused_ruleset_leaves_nothing_forwarded() {
     let out = server
         .command(&["apply"])
         .env("PATH", &path)
+        .env("WGADM_NFT", "nft")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -186,6 +188,7 @@ fn a_refused_ruleset_leaves_nothing_forwarded() {
     let out = server
         .command(&["apply"])
         .env("PATH", &path)
+        .env("WGADM_NFT", "nft")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -82,9 +82,25 @@ impl Netns {
         }
     }
 
-    /// nft inside this namespace, the way wgadm runs it.
+    /// nftables inside this namespace, the way wgadm reaches it: libnftables in-process.
     fn nft(&self) -> Nft {
+        let nft = Nft::library_in_netns(format!("/run/netns/{}", self.name));
+        assert!(nft.in_process(), "libnftables.so.1 does not load: {HINT}");
+        nft
+    }
+
+    /// The nft program inside this namespace, the way wgadm runs it with `WGADM_NFT=nft` (or
+    /// without libnftables).
+    fn nft_program(&self) -> Nft {
         Nft::with_command("ip", ["netns", "exec", self.name.as_str(), "nft"])
+    }
+
+    /// Both ways, the in-process one first.
+    fn both(&self) -> [(&'static str, Nft); 2] {
+        [
+            ("libnftables", self.nft()),
+            ("nft program", self.nft_program()),
+        ]
     }
 
     fn try_run(&self, args: &[&str]) -> Output {
@@ -207,7 +223,13 @@ fn active(state: &State) -> usize {
 )]
 fn rulesets_for_20_250_and_5000_peers_load() {
     let ns = Netns::new("load");
-    let nft = ns.nft();
+    for (way, nft) in ns.both() {
+        println!("{way}");
+        loads_and_removes(&nft);
+    }
+}
+
+fn loads_and_removes(nft: &Nft) {
     nft.preflight().expect("preflight");
     for n in [20, 250, 5000] {
         let state = state_with(n);
@@ -296,7 +318,14 @@ fn every_variant_of_the_ruleset_loads() {
 )]
 fn a_refused_ruleset_leaves_the_previous_one_in_force() {
     let ns = Netns::new("refused");
-    let nft = ns.nft();
+    for (way, nft) in ns.both() {
+        println!("{way}");
+        refused_leaves_previous(&nft);
+        assert!(nft.remove().unwrap(), "{way}");
+    }
+}
+
+fn refused_leaves_previous(nft: &Nft) {
     let state = state_with(20);
     let good = ruleset(&state, today(), &Options::default());
     assert!(nft.apply(&good).unwrap());
@@ -335,6 +364,10 @@ fn a_refused_ruleset_leaves_the_previous_one_in_force() {
             message.contains("the firewall in force is unchanged"),
             "{what}: {message}"
         );
+        // nft's own words, pointing at the line of the script (as `nft -f -` names it).
+        if what == "parse error" {
+            assert!(message.contains("/dev/stdin:"), "{what}: {message}");
+        }
         println!("{what}: {message}\n");
         assert_eq!(
             nft.listing().unwrap().as_deref(),

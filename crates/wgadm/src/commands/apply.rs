@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 
 use serde::Serialize;
-use wgadm_core::firewall::{digest, ruleset};
+use wgadm_core::firewall::{digest, ruleset, ruleset_digest};
 use wgadm_core::plan::{plan, Desired, Plan, Summary};
 
 use super::render::{load_checked, preshared_keys};
@@ -36,6 +36,45 @@ pub struct Outcome {
     pub dry_run: bool,
     /// The exact steps, one per line.
     pub steps: Vec<String>,
+}
+
+/// When the environment variable `WGADM_TIMINGS` is set, `apply` prints the time of each of
+/// its steps to stderr (a benchmark's breakdown; the steps' names only, nothing of the state).
+pub const TIMINGS_ENV: &str = "WGADM_TIMINGS";
+
+/// The steps' times of one apply, kept only when asked for ([`TIMINGS_ENV`]).
+struct Timings(Option<(std::time::Instant, Vec<(&'static str, std::time::Instant)>)>);
+
+impl Timings {
+    fn start() -> Timings {
+        let now = std::time::Instant::now();
+        Timings(std::env::var_os(TIMINGS_ENV).map(|_| (now, Vec::new())))
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        if let Some((_, marks)) = &mut self.0 {
+            marks.push((step, std::time::Instant::now()));
+        }
+    }
+}
+
+impl Drop for Timings {
+    fn drop(&mut self) {
+        let Some((start, marks)) = &self.0 else {
+            return;
+        };
+        let mut last = *start;
+        let mut line = String::from("wgadm apply timings (ms):");
+        for (step, at) in marks {
+            line.push_str(&format!(" {step}={:.2}", (*at - last).as_secs_f64() * 1e3));
+            last = *at;
+        }
+        line.push_str(&format!(
+            " total={:.2}",
+            (last - *start).as_secs_f64() * 1e3
+        ));
+        eprintln!("{line}");
+    }
 }
 
 /// Runs `wgadm firewall apply`: the firewall part of `apply` alone.
@@ -103,19 +142,26 @@ pub fn report(ctx: &Ctx, outcome: &Outcome) -> Result<()> {
 /// refused (a state that fails check, missing tools, a busy port) is checked before the first
 /// change, so a refusal leaves the config file and the device as they were.
 pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
+    let mut t = Timings::start();
     let state = load_checked(ctx)?;
+    t.mark("load");
     let iface = &state.server.interface;
     let private = super::render::server_private(ctx, &state)?;
     let psks = preshared_keys(ctx, &state)?;
     let text = wgadm_core::render::server_config(&state, &private, &psks, ctx.today);
+    t.mark("keys_render");
     let backend = &ctx.device;
     backend.preflight()?;
     let nft = &ctx.firewall;
     nft.preflight()?;
-    // The digest covers the rules without counters, so it is rendered before reading them.
-    let rules = ruleset(&state, ctx.today, &firewall_options());
+    t.mark("preflight");
+    // Only the digest of the wanted ruleset: the whole script (thousands of elements) is
+    // rendered only when it is loaded as a table or shown (--dry-run).
+    let wanted = ruleset_digest(&state, ctx.today, &firewall_options());
+    t.mark("digest");
     let path = backend.config_path(iface);
     let config_written = std::fs::read(&path).map_or(true, |old| old != text.as_bytes());
+    t.mark("config_read");
     // The device and the firewall are read at the same time: at thousands of peers each read
     // takes tens of milliseconds, and neither depends on the other.
     let (observed, loaded) = std::thread::scope(|scope| {
@@ -130,12 +176,12 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         (observed, loaded)
     });
     let (observed, loaded) = (observed?, loaded?);
-    let firewall_changed = loaded.as_deref() != digest(&rules);
+    t.mark("device_and_digest_read");
+    let firewall_changed = loaded.as_deref() != Some(wanted.as_str());
     let mut steps = Vec::new();
     if firewall_changed {
         let peers = state.active_peers(ctx.today).count();
-        let wanted = digest(&rules).unwrap_or_default();
-        steps.push(match nft.can_update_in_place(loaded.as_deref(), wanted) {
+        steps.push(match nft.can_update_in_place(loaded.as_deref(), &wanted) {
             true => format!(
                 "update nftables table inet wgadm in place: the peers' elements ({peers} \
                  active peers)"
@@ -172,6 +218,7 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
             plan
         }
     };
+    t.mark("plan");
     let mut summary = plan.summary();
     if observed.is_none() {
         summary.added = state
@@ -185,7 +232,8 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         config_written,
         brought_up: observed.is_none(),
         firewall_changed,
-        ruleset: (dry_run && firewall_changed).then(|| rules.clone()),
+        ruleset: (dry_run && firewall_changed)
+            .then(|| ruleset(&state, ctx.today, &firewall_options())),
         dry_run,
         steps,
     };
@@ -201,7 +249,13 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         // Only the peers' elements changed: they change in place (one transaction); else the
         // table is replaced, per-peer drop counters carried over.
         let put = nft
-            .put(&state, ctx.today, &firewall_options(), loaded.as_deref())
+            .put_digest(
+                &state,
+                ctx.today,
+                &firewall_options(),
+                loaded.as_deref(),
+                &wanted,
+            )
             .inspect_err(|_| {
                 firewall::close_gate_if_absent(nft, iface.as_str());
             })?;
@@ -226,11 +280,13 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         ) {
             *step = done;
         }
-        firewall::open_gate(nft, digest(&rules), iface.as_str())?
+        t.mark("nft_put");
+        firewall::open_gate(nft, Some(&wanted), iface.as_str())?
     } else {
         // Read and compared above, at the same time as the device.
         firewall::switch_on(iface.as_str())?
     };
+    t.mark("gate");
     if opened.ip_forward {
         outcome.steps.push("switch on IPv4 forwarding".into());
         outcome.summary.changed = true;
@@ -252,9 +308,11 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         }
         write_file_atomic(&path, text.as_bytes(), SECRET_MODE)?;
     }
+    t.mark("config_write");
     match observed {
         None => backend.up(iface)?,
         Some(_) => backend.apply(iface, &plan, &private)?,
     }
+    t.mark("device_apply");
     Ok(outcome)
 }

@@ -53,7 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         json: cli.json,
         today: Date::from_unix_seconds(now),
         device: Backend::new(cli.config_dir),
-        firewall: Nft::new(),
+        firewall: Nft::from_env(),
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
