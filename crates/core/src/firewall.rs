@@ -793,7 +793,7 @@ mod tests {
             "udp dport 51820 accept comment \"WireGuard: open to anyone\"",
             "ip saddr 192.168.100.0/24 oifname != \"wg0\" ip daddr @masquerade_to masquerade",
         ] {
-            position(&text, line);
+            position(text, line);
         }
         // peer_access holds only bob's explicit peer entry: the default /16 opens no peer.
         let peer_access = &text[text.find("set peer_access").unwrap()..];
