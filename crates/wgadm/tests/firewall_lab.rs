@@ -387,7 +387,7 @@ fn whole_ruleset_changes_keep_the_table_and_lose_no_packets() {
     // On the kernel, a table deleted and made anew in one transaction dropped a forwarded
     // packet now and then: its new `access` set answered "no" for lookups until the end of the
     // commit (docs/kernel.md). A whole-ruleset load now changes the table in place.
-    const CHANGES: usize = 40;
+    const CHANGES: usize = 30;
     let lab = Lab::new(1);
     let mut vpn = Vpn::up(&lab, &[("alice", 2, None)], &[]);
     let a = lab.clients[0].clone();
