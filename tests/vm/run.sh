@@ -7,7 +7,7 @@
 #
 # Environment:
 #   WGADM_VM_ACCEL    tcg (default) or kvm, where /dev/kvm can run a stock kernel
-#   WGADM_VM_TIMEOUT  seconds before the VM is killed (default 1200)
+#   WGADM_VM_TIMEOUT  seconds before the VM is killed (default 1800)
 #   WGADM_VM_CACHE    image cache (default /var/cache/wgadm-test/vm)
 #   WGADM_VM_LIST     the test list (default tests/vm/tests.list)
 # Results (per-test logs, summary, console, kernel-facts.txt): $CARGO_TARGET_DIR/vm-lab/.
@@ -16,7 +16,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 accel=${WGADM_VM_ACCEL:-tcg}
-timeout=${WGADM_VM_TIMEOUT:-1200}
+timeout=${WGADM_VM_TIMEOUT:-1800}
 list=${WGADM_VM_LIST:-$here/tests.list}
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 out="$target_dir/vm-lab"
