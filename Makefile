@@ -26,6 +26,7 @@ test: setup
 	$(MAKE) --no-print-directory test-netbox
 	$(MAKE) --no-print-directory test-failclosed
 	$(MAKE) --no-print-directory test-pve
+	$(MAKE) --no-print-directory test-vm
 
 # The Ansible collection against an unprivileged Debian 13 LXC container standing in for CT 90
 # (tests/lxc; the first run debootstraps and caches the rootfs).
@@ -58,9 +59,7 @@ test-netbox: setup
 	bash tests/netbox/test.sh
 
 # The lab tests against the kernel's WireGuard module in a Debian 13 VM (qemu, no network; the
-# first run builds and caches the image, 4-5 min; a run takes 8-11 min on 2 loaded cores).
-# tests/vm/README.md. Not in `make test` yet: on the kernel, firewall_lab's zero-loss check lost
-# one ping of 500 in one of four runs (a real finding, issue 11), so the suite is not yet a gate.
+# first run builds and caches the image). Times: tests/vm/README.md "Times".
 .PHONY: test-vm
 test-vm: setup
 	bash tests/vm/run.sh

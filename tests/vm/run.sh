@@ -46,8 +46,19 @@ t_image=$(date +%s)
 # Debian 13 has a newer one), the scripts, the packaged units. Debug info is stripped: the
 # payload is a disk the VM reads through emulated virtio.
 targets=$(awk '!/^#/ && NF && $2 != "script" {print $2}' "$list" | sort -u)
+# A test target belongs to the crate whose tests/ holds it (crates/device's `live`, the wgadm
+# package's labs); wgadm itself is always built.
 cargo_args=(test --no-run --locked -p wgadm --message-format=json)
-for t in $targets; do cargo_args+=(--test "$t"); done
+for t in $targets; do
+  files=("$repo"/crates/*/tests/"$t".rs)
+  if [ ${#files[@]} -ne 1 ] || [ ! -f "${files[0]}" ]; then
+    log "test target $t: expected exactly one crates/*/tests/$t.rs, found: ${files[*]}"
+    exit 1
+  fi
+  pkg=$(sed -n 's/^name = "\(.*\)"/\1/p' "$(dirname "$(dirname "${files[0]}")")/Cargo.toml" | head -n1)
+  [[ " ${cargo_args[*]} " == *" -p $pkg "* ]] || cargo_args+=(-p "$pkg")
+  cargo_args+=(--test "$t")
+done
 log "building ${targets//$'\n'/, } and wgadm"
 cargo "${cargo_args[@]}" >"$tmp/cargo.json" 2>"$tmp/cargo.err" || {
   cat "$tmp/cargo.err" >&2

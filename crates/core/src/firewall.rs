@@ -167,9 +167,11 @@ pub const DENIED_LOG_RATE: &str = "limit rate 10/minute burst 5 packets";
 /// of every set (DESIGN.md: 30 ms per listing at 5,000 peers).
 pub const DIGEST_SET: &str = "ruleset_digest";
 
-/// The complete `nft -f` script that replaces `inet wgadm` with the ruleset for `state` today:
-/// disabled and expired peers have no element left. Loading it is one transaction: nft either
-/// takes all of it or none, so a refused script leaves the previous ruleset in force.
+/// The complete `nft -f` script that puts the ruleset for `state` today in force as `inet
+/// wgadm`: disabled and expired peers have no element left. Loading it is one transaction: nft
+/// either takes all of it or none, so a refused script leaves the previous ruleset in force.
+/// It changes the table in place (see [`in_place_prologue`] for why); [`replacing`] makes the
+/// same script delete the table first, for a table it cannot change in place.
 ///
 /// Its digest ([`digest`]) is `SHAPE-ELEMENTS`: SHAPE covers the script without the peers'
 /// elements (rules, chains, set definitions, `deny`, `allowed_sources`), ELEMENTS the peers'
@@ -178,9 +180,115 @@ pub const DIGEST_SET: &str = "ruleset_digest";
 pub fn ruleset(state: &State, today: Date, options: &Options) -> String {
     let digest = ruleset_digest(state, today, options);
     let counters = !options.carried_drops.is_empty();
-    let (mut text, at) = render(state, today, options, counters, true);
-    text.replace_range(at..at + digest.len(), &digest);
+    let (mut body, at) = render(state, today, options, counters, true);
+    body.replace_range(at..at + digest.len(), &digest);
+    let mut text = in_place_prologue(&body);
+    text.push_str(&body);
     text
+}
+
+/// The sets and chains a ruleset of this layout may hold, with their declarations. A set or
+/// chain that is renamed or retired stays here, so a table loaded by an older wgadm loses it.
+const OBJECTS: &[(&str, &str, &str)] = &[
+    (
+        "chain",
+        "input",
+        "type filter hook input priority filter; policy accept;",
+    ),
+    (
+        "chain",
+        "output",
+        "type filter hook output priority filter; policy accept;",
+    ),
+    (
+        "chain",
+        "prerouting",
+        "type filter hook prerouting priority mangle; policy accept;",
+    ),
+    (
+        "chain",
+        "forward",
+        "type filter hook forward priority filter; policy accept;",
+    ),
+    (
+        "chain",
+        "postrouting",
+        "type nat hook postrouting priority srcnat; policy accept;",
+    ),
+    ("chain", "vpn_forward", ""),
+    ("chain", "vpn_to_server", ""),
+    ("chain", "denied", ""),
+    ("set", DIGEST_SET, "type mark;"),
+    ("set", "deny", "type ipv4_addr; flags interval;"),
+    ("set", DENY_DROPS_SET, "type ipv4_addr; counter;"),
+    (
+        "set",
+        "access",
+        "type ipv4_addr . ipv4_addr; flags interval;",
+    ),
+    (
+        "set",
+        "peer_access",
+        "type ipv4_addr . ipv4_addr; flags interval;",
+    ),
+    ("set", "allowed_sources", "type ipv4_addr; flags interval;"),
+    ("set", "masquerade_to", "type ipv4_addr; flags interval;"),
+];
+
+/// The start of the script that loads `body` (a `table inet wgadm { ... }` block) in place, in
+/// one transaction: the table is created if missing, every rule flushed, the wanted sets
+/// declared and flushed, the sets and chains `body` does not have declared and deleted (nft
+/// before 1.0.8 cannot delete what may not exist), then `body` fills it all again.
+///
+/// Why not delete the table and build it anew: on the kernel, a set created in a transaction
+/// is empty for lookups until the very end of the commit, after the new rules that use it are
+/// already in force; a packet in between misses `access` and is dropped (docs/kernel.md, seen
+/// in the VM lab on Linux 6.12). Sets that stay answer from their old elements until their
+/// new ones are in (Linux 6.12.48 and later), and base chains that stay stay registered.
+fn in_place_prologue(body: &str) -> String {
+    let table = format!("{TABLE_FAMILY} {TABLE_NAME}");
+    let mut out = format!(
+        "#!/usr/sbin/nft -f\n\
+         # Managed by wgadm: change the state with `wgadm`, not this table. Loaded as one\n\
+         # transaction, in place: the table is created if missing, then emptied and filled anew.\n\
+         table {table}\n\
+         flush table {table}\n"
+    );
+    let has = |kind: &str, name: &str| body.contains(&format!("\n\t{kind} {name} {{\n"));
+    for (kind, name, decl) in OBJECTS {
+        if !has(kind, name) {
+            let _ = write!(
+                out,
+                "add {kind} {table} {name} {{ {decl} }}\ndelete {kind} {table} {name}\n"
+            );
+        }
+    }
+    for (kind, name, decl) in OBJECTS {
+        if *kind == "set" && has(kind, name) {
+            let _ = write!(
+                out,
+                "add set {table} {name} {{ {decl} }}\nflush set {table} {name}\n"
+            );
+        }
+    }
+    out
+}
+
+/// `script` (from [`ruleset`]) with the table deleted and built anew instead of changed in
+/// place: for a table wgadm did not load or cannot change in place (a hook or a set's type
+/// changed, an older layout), which nft refuses in place. Nothing is left of the old table;
+/// the price is the lookup gap [`in_place_prologue`] describes.
+pub fn replacing(script: &str) -> String {
+    let start = format!("\ntable {TABLE_FAMILY} {TABLE_NAME} {{\n");
+    let body = script.find(&start).map_or(script, |at| &script[at + 1..]);
+    format!(
+        "#!/usr/sbin/nft -f\n\
+         # Managed by wgadm: change the state with `wgadm`, not this table. Loaded as one\n\
+         # transaction: the table is created if missing, deleted, and built anew.\n\
+         table {TABLE_FAMILY} {TABLE_NAME}\n\
+         delete table {TABLE_FAMILY} {TABLE_NAME}\n\
+         {body}"
+    )
 }
 
 /// The digest [`ruleset`] gives its script, without rendering the peers' elements into it:
@@ -400,7 +508,6 @@ fn render(
         2048 + 64 * (e.access.len() + e.peer_access.len()) + 48 * e.peers.len(),
     );
 
-    prologue(&mut out);
     let at = digest_set(&mut out);
     deny_set(&mut out, s);
     peer_sets(&mut out, s, &e, options, counters);
@@ -435,26 +542,13 @@ fn render(
     (out, at)
 }
 
-/// The script's first lines, up to the opening of the table: one transaction that creates
-/// the table if missing (so the delete never fails), deletes it, and builds it anew.
-fn prologue(out: &mut String) {
-    let _ = write!(
-        out,
-        "#!/usr/sbin/nft -f\n\
-         # Managed by wgadm: change the state with `wgadm`, not this table. Loaded as one\n\
-         # transaction: the table is created if missing, deleted, and built anew.\n\
-         table {TABLE_FAMILY} {TABLE_NAME}\n\
-         delete table {TABLE_FAMILY} {TABLE_NAME}\n\
-         table {TABLE_FAMILY} {TABLE_NAME} {{\n"
-    );
-}
-
-/// The table's comment and the [`DIGEST_SET`] with a zero placeholder for the digest;
-/// returns the byte offset of the placeholder.
+/// The table's opening, its comment and the [`DIGEST_SET`] with a zero placeholder for the
+/// digest; returns the byte offset of the placeholder.
 fn digest_set(out: &mut String) -> usize {
     let _ = write!(
         out,
-        "\tcomment \"wgadm: see set {DIGEST_SET} for the ruleset in force\"\n\
+        "table {TABLE_FAMILY} {TABLE_NAME} {{\n\
+         \tcomment \"wgadm: see set {DIGEST_SET} for the ruleset in force\"\n\
          \n\t# Which ruleset this is (SHAPE-ELEMENTS), readable without listing the other sets.\n\
          \tset {DIGEST_SET} {{\n\t\ttype mark\n\t\telements = {{ 0 comment \"{DIGEST_PREFIX}"
     );
@@ -706,24 +800,43 @@ mod tests {
         let text = ruleset(&small(), today(), &Options::default());
         // One transaction that touches only our table.
         assert!(text.starts_with("#!/usr/sbin/nft -f\n"), "{text}");
-        assert!(
-            text.contains("\ntable inet wgadm\ndelete table inet wgadm\ntable inet wgadm {\n"),
-            "{text}"
-        );
+        // In place: the table is never deleted, only emptied and filled again; what this
+        // ruleset does not have (handshake logging, allowed_sources) is declared and deleted.
         let tables: Vec<&str> = lines(&text)
             .into_iter()
             .filter(|l| {
-                l.starts_with("table ") || l.starts_with("delete ") || l.starts_with("flush")
+                l.starts_with("table ")
+                    || l.starts_with("delete ")
+                    || l.starts_with("flush")
+                    || l.starts_with("add ")
             })
             .collect();
         assert_eq!(
             tables,
             [
                 "table inet wgadm",
-                "delete table inet wgadm",
+                "flush table inet wgadm",
+                "add chain inet wgadm output { type filter hook output priority filter; policy accept; }",
+                "delete chain inet wgadm output",
+                "add set inet wgadm allowed_sources { type ipv4_addr; flags interval; }",
+                "delete set inet wgadm allowed_sources",
+                "add set inet wgadm ruleset_digest { type mark; }",
+                "flush set inet wgadm ruleset_digest",
+                "add set inet wgadm deny { type ipv4_addr; flags interval; }",
+                "flush set inet wgadm deny",
+                "add set inet wgadm deny_drops { type ipv4_addr; counter; }",
+                "flush set inet wgadm deny_drops",
+                "add set inet wgadm access { type ipv4_addr . ipv4_addr; flags interval; }",
+                "flush set inet wgadm access",
+                "add set inet wgadm peer_access { type ipv4_addr . ipv4_addr; flags interval; }",
+                "flush set inet wgadm peer_access",
+                "add set inet wgadm masquerade_to { type ipv4_addr; flags interval; }",
+                "flush set inet wgadm masquerade_to",
                 "table inet wgadm {"
             ]
         );
+        assert!(!text.contains("delete table"), "{text}");
+        let text = body(&text);
         for line in [
             "172.16.10.0/24,",
             "192.168.100.2 . 192.168.0.0/16,",
@@ -737,7 +850,7 @@ mod tests {
             "udp dport 51820 accept comment \"WireGuard: open to anyone\"",
             "ip saddr 192.168.100.0/24 oifname != \"wg0\" ip daddr @masquerade_to masquerade",
         ] {
-            position(&text, line);
+            position(text, line);
         }
         // peer_access holds only bob's explicit peer entry: the default /16 opens no peer.
         let peer_access = &text[text.find("set peer_access").unwrap()..];
@@ -924,8 +1037,82 @@ mod tests {
         let mut s = small();
         s.server.nat = Nat::None;
         let text = ruleset(&s, today(), &Options::default());
+        // A table loaded with NAT loses its chain and set; the body has neither.
+        for line in [
+            "delete chain inet wgadm postrouting",
+            "delete set inet wgadm masquerade_to",
+        ] {
+            position(&text, line);
+        }
+        let text = body(&text);
         assert!(!text.contains("masquerade"), "{text}");
         assert!(!text.contains("type nat"), "{text}");
+    }
+
+    /// The `table inet wgadm { ... }` block of a script, without what comes before it.
+    fn body(text: &str) -> &str {
+        let at = text.find("\ntable inet wgadm {\n").expect("a table block");
+        &text[at + 1..]
+    }
+
+    #[test]
+    fn every_set_and_chain_is_declared_in_place_as_the_body_declares_it() {
+        // Everything on: handshake logging, allowed_sources, masquerade.
+        let mut s = small();
+        s.server.allowed_sources = vec!["203.0.113.0/24".parse().unwrap()];
+        let opts = Options {
+            handshake_log: Some(HANDSHAKE_LOG),
+            ..Options::default()
+        };
+        let text = ruleset(&s, today(), &opts);
+        let b = body(&text);
+        let mut seen = 0;
+        for (kind, name, decl) in OBJECTS {
+            let head = format!("\n\t{kind} {name} {{\n");
+            let at = b
+                .find(&head)
+                .unwrap_or_else(|| panic!("no {kind} {name} in\n{b}"));
+            let rest = &b[at + head.len()..];
+            if *kind == "set" {
+                // The set's declaration in the body, up to its elements, on one line.
+                let end = rest
+                    .find("\t\telements")
+                    .unwrap_or_else(|| rest.find("\t}").unwrap());
+                let kind_lines: Vec<String> = rest[..end]
+                    .lines()
+                    .map(|l| format!("{};", l.trim()))
+                    .collect();
+                assert_eq!(kind_lines.join(" "), *decl, "set {name}");
+                position(&text, &format!("flush set inet wgadm {name}"));
+            } else if !decl.is_empty() {
+                assert_eq!(
+                    rest.lines().next().map(str::trim),
+                    Some(*decl),
+                    "chain {name}"
+                );
+            }
+            seen += 1;
+        }
+        // Nothing in the body that the list does not know (it could not be deleted later).
+        let declared = b
+            .lines()
+            .filter(|l| l.starts_with("\tset ") || l.starts_with("\tchain "))
+            .count();
+        assert_eq!(declared, seen, "{b}");
+        assert!(!text.contains("delete "), "{text}");
+    }
+
+    #[test]
+    fn replacing_deletes_the_table_and_keeps_the_body() {
+        let text = ruleset(&small(), today(), &Options::default());
+        let fresh = replacing(&text);
+        assert!(
+            fresh.contains("\ntable inet wgadm\ndelete table inet wgadm\ntable inet wgadm {\n"),
+            "{fresh}"
+        );
+        assert!(fresh.ends_with(body(&text)), "{fresh}");
+        assert!(!fresh.contains("flush"), "{fresh}");
+        assert_eq!(digest(&fresh), digest(&text));
     }
 
     #[test]

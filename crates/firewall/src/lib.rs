@@ -20,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use wgadm_core::firewall::{
-    digest, element_diff, element_lines, element_update, gate_rule, lines_text, ruleset,
+    digest, element_diff, element_lines, element_update, gate_rule, lines_text, replacing, ruleset,
     ruleset_digest, shape, Counter, Options, DENY_DROPS_SET, DIGEST_SET, GATE_MARK,
     GATE_RULE_PRIORITY, TABLE_FAMILY, TABLE_NAME,
 };
@@ -465,12 +465,13 @@ impl Nft {
     /// The digest only reflects what wgadm loaded: rules someone added to wgadm's table by
     /// hand are not noticed until the state changes (or [`Nft::remove`] then apply).
     pub fn apply(&self, ruleset: &str) -> Result<bool, FirewallError> {
+        let loaded = self.loaded_digest()?;
         if let Some(wanted) = digest(ruleset) {
-            if self.loaded_digest()?.as_deref() == Some(wanted) {
+            if loaded.as_deref() == Some(wanted) {
                 return Ok(false);
             }
         }
-        self.load(ruleset).map(|()| true)
+        self.replace(ruleset, loaded.is_some()).map(|()| true)
     }
 
     /// Puts the ruleset of `state` for `today` in force, given the digest of the table in
@@ -528,9 +529,24 @@ impl Nft {
             carried_drops,
             ..options.clone()
         };
-        self.load(&ruleset(state, today, &options))?;
+        self.replace(&ruleset(state, today, &options), loaded.is_some())?;
         self.remember(&wanted, &new);
         Ok(Put::Table)
+    }
+
+    /// Loads the whole `ruleset`: in place when the table in force is one wgadm loaded
+    /// (`ours`: its digest was read), so its base chains and sets stay (a table deleted and
+    /// made anew drops packets on the kernel, docs/kernel.md); otherwise, or when nft refuses
+    /// the change in place (a set's type or a hook differs: an older layout), the table is
+    /// deleted and built anew, still in one transaction. Both forms are all or nothing.
+    fn replace(&self, ruleset: &str, ours: bool) -> Result<(), FirewallError> {
+        if ours {
+            match self.load(ruleset) {
+                Err(FirewallError::Refused { .. }) => {}
+                done => return done,
+            }
+        }
+        self.load(&replacing(ruleset))
     }
 
     /// Whether [`Nft::put`] would change the elements in place: the table in force (`loaded`)
