@@ -388,7 +388,10 @@ fn table_handle(lab: &Lab) -> String {
 }
 
 #[test]
-#[ignore = "needs root, nft, wireguard-go and wg-quick: run via the README's test command"]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root, nft, wireguard-go and wg-quick: make test, or as root: cargo test --features root-tests"
+)]
 fn whole_ruleset_changes_keep_the_table_and_lose_no_packets() {
     // On the kernel, a table deleted and made anew in one transaction dropped a forwarded
     // packet now and then: its new `access` set answered "no" for lookups until the end of the
