@@ -43,14 +43,14 @@ test-failclosed: setup
 # zabbix_agent2 (Debian's packages; the first run installs them and prepares a database).
 test-zabbix: setup
 	bash tests/zabbix/setup.sh
-	$(CARGO) build --locked -p wgadm
+	$(CARGO) build --locked -p wgadm -p wgadm-lab
 	bash tests/zabbix/test.sh
 
 # The same lab and checks against Zabbix 7.0 LTS from Debian 13's packages (what CT 90 runs), in
 # LXC containers from a cached rootfs (the first run builds it: ~6 min; then ~2 min a run).
 test-zabbix7: setup
 	bash tests/zabbix/setup.sh --zabbix7
-	$(CARGO) build --locked -p wgadm
+	$(CARGO) build --locked -p wgadm -p wgadm-lab
 	bash tests/zabbix/test.sh --zabbix7
 
 # wgadm netbox sync and peer add --ipam netbox against a real NetBox from PyPI with PostgreSQL

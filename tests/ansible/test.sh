@@ -18,7 +18,7 @@ rig_up=0
 
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for f in "$work"/wg-go/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for f in "$work"/wg-go/pids/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   [ "$rig_up" = 1 ] && bash tests/lxc/down.sh "$name" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -40,7 +40,7 @@ export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_HOST_KEY_CHECKING=True
 
 echo "== build: the wgadm package and the collection"
 t=$(now)
-cargo build --release --locked -p wgadm >/dev/null 2>&1
+cargo build --release --locked -p wgadm -p wgadm-lab >/dev/null 2>&1
 cargo deb -p wgadm --locked --no-build --output "$work/wgadm.deb" >/dev/null
 ansible-galaxy collection build ansible --output-path "$work" --force >/dev/null
 ansible-galaxy collection install "$work"/wgadm-vpn-*.tar.gz -p "$work/collections" --force >/dev/null
@@ -117,21 +117,17 @@ for unit in wg-quick@wg0 wgadm.service; do
   check "$unit is active" on_ct systemctl -q is-active "$unit"
 done
 
-mkdir -p "$work/wg-go" "$work/conf"
-cat >"$work/wg-go/wireguard-go" <<WRAP
-#!/bin/sh
-wireguard-go -f "\$1" >"$work/wg-go/\$1.log" 2>&1 &
-echo \$! >"$work/wg-go/\$1.pid"
-i=0; while [ ! -S "/var/run/wireguard/\$1.sock" ] && [ \$i -lt 500 ]; do sleep 0.01; i=\$((i+1)); done
-WRAP
-chmod +x "$work/wg-go/wireguard-go"
+mkdir -p "$work/conf"
+# The clients' namespaces are the LXC rig's, not the lab's: only the lab's wireguard-go wrapper
+# (crates/lab), whose wireguard-go processes the cleanup ends by the PIDs in wg-go/pids/.
+wg_wrapper=$("$repo/target/release/wgadm-lab" wrapper "$work/wg-go")
 client_conf() { echo "$work/conf/wa${name#ans}$1.conf"; }   # interface names unique machine-wide
 connect() { # index peer [full]: with "full" the client routes everything through the tunnel,
   # so that only the server's firewall stands between it and the DMZ
   local conf; conf=$(client_conf "$1")
   "$wgadm" peer config "$2" >"$conf"; chmod 600 "$conf"
   [ "${3:-}" = full ] && sed -i 's|^AllowedIPs = .*|AllowedIPs = 0.0.0.0/0|' "$conf"
-  ip netns exec "${clients[$1]}" env WG_QUICK_USERSPACE_IMPLEMENTATION="$work/wg-go/wireguard-go" wg-quick up "$conf" >/dev/null 2>&1
+  ip netns exec "${clients[$1]}" env WG_QUICK_USERSPACE_IMPLEMENTATION="$wg_wrapper" wg-quick up "$conf" >/dev/null 2>&1
 }
 disconnect() { ip netns exec "${clients[$1]}" wg-quick down "$(client_conf "$1")" >/dev/null 2>&1 || true; }
 ping_from() { ip netns exec "${clients[$1]}" ping -n -q -c 1 -W "${3:-1}" "$2" >/dev/null 2>&1; }
@@ -194,7 +190,7 @@ check "bob connects" poll 10 ping_from 1 192.168.100.1
 "$wgadm" peer remove bob >/dev/null
 playbook peers >/dev/null
 disconnect 1
-ip netns exec "${clients[1]}" env WG_QUICK_USERSPACE_IMPLEMENTATION="$work/wg-go/wireguard-go" wg-quick up "$(client_conf 1)" >/dev/null 2>&1 || true
+ip netns exec "${clients[1]}" env WG_QUICK_USERSPACE_IMPLEMENTATION="$wg_wrapper" wg-quick up "$(client_conf 1)" >/dev/null 2>&1 || true
 ! poll 6 ping_from 1 192.168.100.1 && pass "bob, removed, can no longer handshake" || fail "bob still gets through after removal"
 check "bob's files are gone from the server" on_ct test ! -e /etc/wgadm/peers/bob.yml
 

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The Zabbix template and agent config, proven against the real thing (run setup.sh first):
 #
-#   client alice (198.51.100.11) --+                                        mgmt (192.168.1.10):
-#   client bob   (198.51.100.12) --+-- bridge "wan" -- server (198.51.100.1)   PostgreSQL, Zabbix 6.0
+#   client alice (198.51.100.10) --+                                        mgmt (192.168.1.10):
+#   client bob   (198.51.100.11) --+-- bridge "wan" -- server (198.51.100.1)   PostgreSQL, Zabbix 6.0
 #                                                      192.168.1.1 ----------  server, frontend API
-#   mallory      (198.51.100.13) --+   (wrong key)     wgadm apply, wgadm      (php -S), zabbix_get
+#   mallory      (198.51.100.12) --+   (wrong key)     wgadm apply, wgadm      (php -S), zabbix_get
 #                                                      daemon, zabbix_agent2
+#
+# The lab is the project's one lab (crates/lab, `wgadm-lab run --clients 3`): the script runs
+# itself again inside it, with the lab's names in LAB_* variables; alice, bob and mallory are its
+# clients 0, 1 and 2 (198.51.100.10, .11, .12), Zabbix is its first management host.
 #
 # The WireGuard server runs `wgadm apply` and `wgadm daemon`, which writes the status snapshot;
 # zabbix_agent2 runs beside it in the server's namespace, as the unprivileged user zabbix, with
 # the project's UserParameter file, like the agent in the WireGuard container. Zabbix itself lives
-# on the management network and polls the agent across it. Everything runs in network namespaces this
-# script creates; servers listen on loopback or lab addresses only. Every process is started
-# here and stopped by its PID, and the namespaces are removed, also when a step fails.
+# on the management network and polls the agent across it. Everything runs in the lab's network
+# namespaces; servers listen on loopback or lab addresses only. Every process is started here and
+# stopped by its PID; wgadm-lab then ends wireguard-go and removes the namespaces, also when a
+# step fails.
 #
 # With --zabbix7 the same lab and the same checks run against Zabbix 7.0 LTS from Debian 13's
 # packages, what CT 90 (Debian 13) has: zabbix_agent2 7.0 in an LXC container in the WireGuard
@@ -24,6 +29,7 @@
 # Prints PASS/FAIL lines and ends with "zabbix: N passed, M failed"; exits non-zero on a failure.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
+self=$(realpath "$0") # run again inside the lab
 cd "$(dirname "$0")/../.."
 repo=$PWD
 zbx=6.0
@@ -47,6 +53,13 @@ fi
 wgadm=$(realpath "${WGADM:-target/debug/wgadm}")
 [ -x "$wgadm" ] || { echo "zabbix test: $wgadm missing (cargo build)" >&2; exit 1; }
 "$wgadm" daemon --help >/dev/null || { echo "zabbix test: $wgadm has no daemon subcommand" >&2; exit 1; }
+if [ -z "${LAB_NS_SERVER:-}" ]; then
+  lab=$(realpath "${WGADM_LAB:-target/debug/wgadm-lab}")
+  [ -x "$lab" ] || { echo "zabbix test: $lab missing (cargo build -p wgadm-lab)" >&2; exit 1; }
+  exec "$lab" run --clients 3 -- bash "$self" "$@"
+fi
+# From here on inside the lab (crates/lab/src/lib.rs, Lab::shell_env); wg-quick starts
+# wireguard-go through the lab's wrapper, so the lab ends it.
 started=$(date +%s)
 
 id=$$
@@ -55,11 +68,13 @@ chmod 755 "$work"   # the agent (user zabbix) reads the snapshot in here
 results=$work/results
 : >"$results"
 summarized=
-ns_wan=wgz$id-wan ns_srv=wgz$id-srv ns_mgmt=wgz$id-mgmt
+ns_srv=$LAB_NS_SERVER ns_mgmt=$LAB_NS_MGMT
+read -r -a client_ns <<<"$LAB_NS_CLIENTS"   # alice, bob, mallory
+read -r -a client_wan <<<"$LAB_CLIENTS_WAN"
+read -r mgmt_host _ <<<"$LAB_MGMT_HOSTS"    # Zabbix's address
+srv_wan=$LAB_SERVER_WAN srv_mgmt=$LAB_SERVER_MGMT
 clients=(alice bob)
-ns_mallory=wgz$id-mallory
-namespaces=("$ns_wan" "$ns_srv" "$ns_mgmt" "$ns_mallory")
-for c in "${clients[@]}"; do namespaces+=("wgz$id-$c"); done
+ns_mallory=${client_ns[2]}
 procs=()   # "PID SIGNAL" of every process this script starts, stopped in reverse order
 
 # Runs a command in the background, logging to $1, and records its PID (the command's own: `ip
@@ -94,9 +109,7 @@ cleanup() {
     stop ${procs[$i]}
   done
   [ "$zbx" = 6.0 ] || zbx7_cleanup
-  # wireguard-go processes, by the PIDs the wrapper recorded.
-  for f in "$work"/wg/*.pid; do if [ -e "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi; done
-  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  # wireguard-go and the namespaces: wgadm-lab, when this script has exited.
   if [ "$rc" != 0 ] && [ -n "${KEEP_LOGS:-}" ]; then
     echo "zabbix test: logs kept in $work" >&2
   else
@@ -125,38 +138,11 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 pings() { ip netns exec "$1" ping -c 2 -i 0.2 -W 2 -q "$2" >/dev/null; }
 
 # --- The lab: a WireGuard server managed by wgadm, its clients, a management network. ----------
-mkdir -p "$work/wg"
-cat >"$work/wg/wireguard-go" <<WRAP
-#!/bin/sh
-wireguard-go -f "\$1" >"$work/wg/\$1.log" 2>&1 &
-echo \$! >"$work/wg/\$1.pid"
-i=0; while [ ! -S "/var/run/wireguard/\$1.sock" ] && [ \$i -lt 500 ]; do sleep 0.01; i=\$((i+1)); done
-WRAP
-chmod +x "$work/wg/wireguard-go"
-export WG_QUICK_USERSPACE_IMPLEMENTATION=$work/wg/wireguard-go
 export WGADM_STATE=$work/state WGADM_CONFIG_DIR=$work/wireguard
 
-for ns in "${namespaces[@]}"; do ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
-in_ns "$ns_wan" ip link add br0 type bridge
-in_ns "$ns_wan" ip link set br0 up
-attach() { # namespace host-number: a veth from the namespace into the wan bridge
-  ip link add "wz$id$2" type veth peer name eth0 netns "$1"
-  ip link set "wz$id$2" netns "$ns_wan"
-  in_ns "$ns_wan" ip link set "wz$id$2" master br0 up
-  in_ns "$1" ip addr add "198.51.100.$2/24" dev eth0
-  in_ns "$1" ip link set eth0 up
-}
-attach "$ns_srv" 1
-for i in "${!clients[@]}"; do attach "wgz$id-${clients[$i]}" $((11 + i)); done
-ip link add eth1 netns "$ns_srv" type veth peer name eth0 netns "$ns_mgmt"
-in_ns "$ns_srv" ip addr add 192.168.1.1/24 dev eth1
-in_ns "$ns_srv" ip link set eth1 up
-in_ns "$ns_mgmt" ip addr add 192.168.1.10/24 dev eth0
-in_ns "$ns_mgmt" ip link set eth0 up
-
-iface=wgz${id}s
+iface=${LAB_WG_PREFIX}s
 port=51820
-"$wgadm" init --endpoint 198.51.100.1 --interface "$iface" --listen-port "$port" >/dev/null
+"$wgadm" init --endpoint "$srv_wan" --interface "$iface" --listen-port "$port" >/dev/null
 "$wgadm" peer add alice --preshared-key >/dev/null   # a preshared key too, for the no-keys check
 for c in bob carol dave; do "$wgadm" peer add "$c" >/dev/null; done
 "$wgadm" peer disable dave >/dev/null
@@ -166,22 +152,21 @@ for c in bob carol dave; do "$wgadm" peer add "$c" >/dev/null; done
 in_ns "$ns_srv" "$wgadm" apply >/dev/null
 for i in "${!clients[@]}"; do
   c=${clients[$i]}
-  conf=$work/wgz${id}$i.conf
+  conf=$work/${LAB_WG_PREFIX}c$i.conf
   "$wgadm" peer config "$c" >"$conf"
   chmod 600 "$conf"
-  in_ns "wgz$id-$c" wg-quick up "$conf" 2>/dev/null
-  check "$c reaches the server through the tunnel" pings "wgz$id-$c" 192.168.100.1
+  in_ns "${client_ns[$i]}" wg-quick up "$conf" 2>/dev/null
+  check "$c reaches the server through the tunnel" pings "${client_ns[$i]}" 192.168.100.1
 done
 # alice keeps some traffic flowing (her byte rates must move); bob goes away after his handshake:
 # his "not seen" trigger must fire, alice's must not.
-start "$work/alice-ping.log" INT ip netns exec "wgz$id-alice" ping -i 0.5 -s 1000 -W 1 192.168.100.1
-in_ns "wgz$id-bob" wg-quick down "$work/wgz${id}1.conf" 2>/dev/null
-# mallory (198.51.100.13) knows the server but has a key the server does not: a ping loop keeps
+start "$work/alice-ping.log" INT ip netns exec "${client_ns[0]}" ping -i 0.5 -s 1000 -W 1 192.168.100.1
+in_ns "${client_ns[1]}" wg-quick down "$work/${LAB_WG_PREFIX}c1.conf" 2>/dev/null
+# mallory (${client_wan[2]}) knows the server but has a key the server does not: a ping loop keeps
 # her WireGuard sending handshake initiations that nobody answers (refused handshakes).
-attach "$ns_mallory" 13
-mallory_conf=$work/wgz${id}m.conf
+mallory_conf=$work/${LAB_WG_PREFIX}m.conf
 sed -e "s|^PrivateKey = .*|PrivateKey = $(wg genkey)|" -e 's|^Address = .*|Address = 192.168.100.250/32|' \
-  "$work/wgz${id}0.conf" >"$mallory_conf"
+  "$work/${LAB_WG_PREFIX}c0.conf" >"$mallory_conf"
 chmod 600 "$mallory_conf"
 in_ns "$ns_mallory" wg-quick up "$mallory_conf" 2>/dev/null
 start "$work/mallory-ping.log" INT ip netns exec "$ns_mallory" ping -i 2 -W 1 192.168.100.1
@@ -226,9 +211,9 @@ agent_dir=$work/agent
 mkdir -p "$agent_dir"
 cp zabbix/userparameter_wgadm.conf "$agent_dir/"
 cat >"$agent_dir/zabbix_agent2.conf" <<EOF
-Server=192.168.1.10
+Server=$mgmt_host
 ServerActive=
-ListenIP=192.168.1.1
+ListenIP=$srv_mgmt
 ListenPort=$ZBX_AGENT_PORT
 Hostname=wgadm-lab
 LogType=file
@@ -245,12 +230,12 @@ if [ "$zbx" = 7.0 ]; then
     "$agent_dir" "$work/run"
   agent_pid=$(zbx7_ct_pid "wgz$id-agent" "$lxcpath" "$ns_srv")
   # 7.0's zabbix_get, from the rootfs, on the management network.
-  zget() { in_ns "$ns_mgmt" chroot "$ZBX7_ROOT" zabbix_get -s 192.168.1.1 -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
+  zget() { in_ns "$ns_mgmt" chroot "$ZBX7_ROOT" zabbix_get -s "$srv_mgmt" -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
 else
   start "$agent_dir/stdout.log" TERM ip netns exec "$ns_srv" setpriv --reuid=zabbix --regid=zabbix --init-groups -- \
     zabbix_agent2 -f -c "$agent_dir/zabbix_agent2.conf"
   agent_pid=$last_pid
-  zget() { in_ns "$ns_mgmt" zabbix_get -s 192.168.1.1 -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
+  zget() { in_ns "$ns_mgmt" zabbix_get -s "$srv_mgmt" -p "$ZBX_AGENT_PORT" -t 10 -k "$1"; }
 fi
 check "zabbix_agent2 answers zabbix_get" wait_for 100 zget agent.ping
 agent_is() { [ "$(zget agent.version | cut -d. -f1,2)" = "$zbx" ]; }
@@ -355,10 +340,10 @@ check "zabbix_server starts" wait_for 300 server_up
 ip netns exec "$ns_mgmt" python3 tests/zabbix/zabbix_check.py \
   --url "http://127.0.0.1:$ZBX_WEB_PORT/api_jsonrpc.php" --zabbix-version "$zbx" \
   --template "$repo/zabbix/template_wgadm.yaml" --results "$results" \
-  --agent "192.168.1.1:$ZBX_AGENT_PORT" --snapshot "$snapshot" \
+  --agent "$srv_mgmt:$ZBX_AGENT_PORT" --snapshot "$snapshot" \
   --daemon-pid "$daemon_pid" \
-  --port "$port" --up alice --gone bob --never carol --disabled dave --up-endpoint 198.51.100.11 \
-  --refused-source 198.51.100.13 --expiring carol --expiring-days 5 --expiring-later bob &
+  --port "$port" --up alice --gone bob --never carol --disabled dave --up-endpoint "${client_wan[0]}" \
+  --refused-source "${client_wan[2]}" --expiring carol --expiring-days 5 --expiring-later bob &
 procs+=("$! TERM")
 wait "$!" || true
 summary

@@ -2,7 +2,9 @@
 //! management and a DMZ network behind the server, all in network namespaces this process
 //! creates and removes. The one lab of the project: the Rust tests use it as a dev-dependency
 //! (crates/wgadm/tests/lab adds the wgadm server driver), and the shell scripts (scripts/demo.sh,
-//! scripts/bench-lab.sh) through the `wgadm-lab run` binary of this crate (src/main.rs).
+//! scripts/bench-lab.sh, tests/zabbix/test.sh) through the `wgadm-lab run` binary of this crate
+//! (src/main.rs); tests/ansible/test.sh, on the LXC rig's namespaces, takes only its wireguard-go
+//! wrapper (`wgadm-lab wrapper DIR`).
 //!
 //! ```text
 //!   client i (198.51.100.10+i) --+
@@ -98,6 +100,7 @@ pub use host::reap_stale_labs;
 pub use namespace::Namespace;
 pub use ping::{parse_ping, PingLoop, PingStats, STALL};
 pub use process::Proc;
+pub use wireguard::write_userspace_wrapper;
 
 use host::{check, ip, require_root_and_tools};
 use process::{signal, wait_gone};

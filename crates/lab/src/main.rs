@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! wgadm-lab run [--clients N] [--namespace ROLE]... -- COMMAND [ARG]...
+//! wgadm-lab wrapper DIR
 //! wgadm-lab reap
 //! ```
 //!
@@ -11,8 +12,15 @@
 //! It exits with COMMAND's status (128 + the signal when a signal ended it). A `run` killed with
 //! SIGKILL sends COMMAND SIGTERM (PR_SET_PDEATHSIG) and leaves its lab behind; the next lab (or
 //! `reap`) removes it, as its owner is gone.
+//!
+//! `wrapper DIR` is for scripts whose namespaces come from elsewhere (tests/ansible: the LXC
+//! rig): it writes the lab's wireguard-go wrapper as DIR/wireguard-go-lab and prints that path,
+//! for `WG_QUICK_USERSPACE_IMPLEMENTATION`; the script ends the wireguard-go processes by the
+//! PIDs in DIR/pids/.
 
+use std::fs;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -22,9 +30,12 @@ use signal_hook::iterator::Signals;
 use wgadm_lab::Lab;
 
 const USAGE: &str = "usage: wgadm-lab run [--clients N] [--namespace ROLE]... -- COMMAND [ARG]...
+       wgadm-lab wrapper DIR
        wgadm-lab reap
 run: builds the network-namespace lab, runs COMMAND in the host's namespace with the lab's
 names in LAB_* variables (and WG_QUICK_USERSPACE_IMPLEMENTATION), removes the lab when it exits.
+wrapper: writes the lab's wireguard-go wrapper as DIR/wireguard-go-lab and prints its path;
+each wireguard-go it starts records its PID in DIR/pids/IFNAME.pid, for the caller to end it.
 reap: removes what labs of processes that are gone left behind.";
 
 /// What `run` was asked for.
@@ -139,6 +150,17 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+/// `wrapper DIR`: the wrapper without a lab, for namespaces made elsewhere.
+fn wrapper(dir: &str) -> Result<ExitCode, String> {
+    let dir = Path::new(dir);
+    let pids = dir.join("pids");
+    fs::create_dir_all(&pids).map_err(|e| format!("cannot create {}: {e}", pids.display()))?;
+    let path = dir.join("wireguard-go-lab");
+    wgadm_lab::write_userspace_wrapper(dir, &path);
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     // The lab panics with what is missing (root, a tool): say it as a tool does, no backtrace.
     std::panic::set_hook(Box::new(|info| {
@@ -153,6 +175,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("run") => parse_run(&args[1..]).and_then(run),
+        Some("wrapper") if args.len() == 2 => wrapper(&args[1]),
         Some("reap") if args.len() == 1 => {
             wgadm_lab::reap_stale_labs();
             Ok(ExitCode::SUCCESS)

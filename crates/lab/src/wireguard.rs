@@ -17,39 +17,7 @@ impl Lab {
     }
 
     pub(crate) fn write_userspace_wrapper(&self) {
-        if kernel() {
-            // The kernel lab must never measure wireguard-go by accident.
-            write_script(
-                &self.userspace_wrapper(),
-                &format!(
-                    "echo \"lab: {KERNEL_ENV}=1, but wg-quick fell back to userspace for $1 \\
-                     (no wireguard module?)\" >&2\nexit 1\n"
-                ),
-            );
-            return;
-        }
-        let dir = self.dir().display().to_string();
-        write_script(
-            &self.userspace_wrapper(),
-            &format!(
-                r#"# Called by wg-quick as `$WG_QUICK_USERSPACE_IMPLEMENTATION IFNAME`.
-iface="$1"
-log="{dir}/wireguard-go-$iface.log"
-# Foreground mode keeps the PID we record; stdio to a file so wg-quick's pipes close.
-wireguard-go -f "$iface" </dev/null >>"$log" 2>&1 &
-pid=$!
-echo $pid >"{dir}/pids/$iface.pid"
-# wg-quick configures the interface as soon as this returns: wait for the UAPI socket.
-i=0
-while [ ! -S "/var/run/wireguard/$iface.sock" ]; do
-  if ! kill -0 $pid 2>/dev/null; then echo "wireguard-go exited:" >&2; cat "$log" >&2; exit 1; fi
-  i=$((i + 1))
-  if [ $i -gt 1000 ]; then echo "wireguard-go made no socket in 10 s" >&2; exit 1; fi
-  sleep 0.01
-done
-"#
-            ),
-        );
+        write_userspace_wrapper(self.dir(), &self.userspace_wrapper());
     }
 
     /// A script that runs `tool` inside namespace `ns`, for programs that take a path to a
@@ -199,6 +167,46 @@ done
             || (self.received_from(iface, peer) >= start + bytes).then_some(()),
         );
     }
+}
+
+/// Writes the wireguard-go wrapper to `path`: each wireguard-go it starts logs to
+/// `dir/wireguard-go-IFNAME.log` and records its PID in `dir/pids/IFNAME.pid` (the directory
+/// must exist), which whoever made `dir` uses to end it. Under [`KERNEL_ENV`] the wrapper fails
+/// instead. Shared by the lab and `wgadm-lab wrapper` (scripts whose namespaces are not the lab's).
+pub fn write_userspace_wrapper(dir: &Path, path: &Path) {
+    if kernel() {
+        // The kernel lab must never measure wireguard-go by accident.
+        write_script(
+            path,
+            &format!(
+                "echo \"lab: {KERNEL_ENV}=1, but wg-quick fell back to userspace for $1 \\
+                 (no wireguard module?)\" >&2\nexit 1\n"
+            ),
+        );
+        return;
+    }
+    let dir = dir.display().to_string();
+    write_script(
+        path,
+        &format!(
+            r#"# Called by wg-quick as `$WG_QUICK_USERSPACE_IMPLEMENTATION IFNAME`.
+iface="$1"
+log="{dir}/wireguard-go-$iface.log"
+# Foreground mode keeps the PID we record; stdio to a file so wg-quick's pipes close.
+wireguard-go -f "$iface" </dev/null >>"$log" 2>&1 &
+pid=$!
+echo $pid >"{dir}/pids/$iface.pid"
+# wg-quick configures the interface as soon as this returns: wait for the UAPI socket.
+i=0
+while [ ! -S "/var/run/wireguard/$iface.sock" ]; do
+  if ! kill -0 $pid 2>/dev/null; then echo "wireguard-go exited:" >&2; cat "$log" >&2; exit 1; fi
+  i=$((i + 1))
+  if [ $i -gt 1000 ]; then echo "wireguard-go made no socket in 10 s" >&2; exit 1; fi
+  sleep 0.01
+done
+"#
+        ),
+    );
 }
 
 /// Writes an executable shell script. A probe run follows: a thread of this test binary that

@@ -214,10 +214,48 @@ fn bad_arguments_are_refused_before_any_lab_is_built() {
         vec!["run", "--clients", "1"],
         vec!["run", "--bogus"],
         vec!["frobnicate"],
+        vec!["wrapper"],
+        vec!["wrapper", "a", "b"],
     ] {
         let out = Command::new(LAB).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.starts_with("wgadm-lab: "), "{args:?}: {err}");
     }
+}
+
+/// tests/ansible takes only the wrapper: it must land where asked, with the PID directory the
+/// script's cleanup reads, and its path on stdout (the script captures it).
+#[test]
+fn wrapper_writes_the_lab_wrapper_and_its_pid_dir_where_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wg-go");
+    let out = Command::new(LAB)
+        .args(["wrapper", dir.to_str().unwrap()])
+        .env_remove("WGADM_LAB_KERNEL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("wireguard-go-lab");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        path.to_str().unwrap()
+    );
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o111,
+        0o111,
+        "the wrapper is not executable: {mode:o}"
+    );
+    let script = fs::read_to_string(&path).unwrap();
+    assert!(
+        script.contains(&format!("{}/pids/$iface.pid", dir.display())),
+        "{script}"
+    );
+    assert!(dir.join("pids").is_dir());
 }
