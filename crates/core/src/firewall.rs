@@ -296,10 +296,20 @@ pub fn replacing(script: &str) -> String {
 pub fn ruleset_digest(state: &State, today: Date, options: &Options) -> String {
     // The digest depends on the state alone: rendered without carried counters, with a
     // placeholder where the digest goes.
+    ruleset_digest_with(state, today, options, &element_text(state, today))
+}
+
+/// [`ruleset_digest`] given the element text of the same state and day ([`element_text`]): a
+/// caller that needs both (to diff the elements in force) works the elements out once.
+pub fn ruleset_digest_with(
+    state: &State,
+    today: Date,
+    options: &Options,
+    element_text: &str,
+) -> String {
     let (shape_text, _) = render(state, today, options, false, false);
     let shape = fnv1a64(shape_text.as_bytes());
-    let elements = elements_digest(&element_lines(state, today));
-    format!("{shape:016x}-{elements}")
+    format!("{shape:016x}-{}", text_digest(element_text))
 }
 
 /// The digest in a script made by [`ruleset`] or [`element_update`], or in nft's listing of
@@ -350,6 +360,68 @@ pub fn lines_text(lines: &BTreeSet<String>) -> String {
         text.push('\n');
     }
     text
+}
+
+/// The peers' element lines as one text ([`lines_text`] of [`element_lines`]): sorted, one a
+/// line; what the ELEMENTS digest covers and what the shell keeps to diff against next time.
+pub fn element_text(state: &State, today: Date) -> String {
+    lines_text(&element_lines(state, today))
+}
+
+/// The ELEMENTS half of a digest for an element text ([`element_text`], or a kept copy of one):
+/// equal to [`elements_digest`] of its lines, without splitting them first.
+pub fn text_digest(text: &str) -> String {
+    format!("{:016x}", fnv1a64(text.as_bytes()))
+}
+
+/// [`element_diff`] of two element texts as [`lines_text`] writes them (sorted, one a line),
+/// by one merge of the two instead of two sets built from thousands of lines. `None` when
+/// either text is not strictly sorted, one a line: it was not written by [`lines_text`], and
+/// a merge of it would miss lines (the caller then replaces the table).
+pub fn text_diff(old: &str, new: &str) -> Option<ElementDiff> {
+    let sorted = |text: &str| {
+        let mut lines = text.lines();
+        let mut last = lines.next();
+        let ok = lines.all(|l| {
+            let up = last.is_some_and(|p| p < l);
+            last = Some(l);
+            up
+        });
+        ok && (text.is_empty() || text.ends_with('\n'))
+    };
+    if !sorted(old) || !sorted(new) {
+        return None;
+    }
+    let mut diff = ElementDiff::default();
+    let (mut a, mut b) = (old.lines().peekable(), new.lines().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(o), None) => {
+                diff.removed.push((*o).to_owned());
+                a.next();
+            }
+            (None, Some(n)) => {
+                diff.added.push((*n).to_owned());
+                b.next();
+            }
+            (Some(o), Some(n)) => match o.cmp(n) {
+                std::cmp::Ordering::Less => {
+                    diff.removed.push((*o).to_owned());
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    diff.added.push((*n).to_owned());
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    Some(diff)
 }
 
 /// What [`element_update`] changes.
@@ -1350,6 +1422,49 @@ mod tests {
         );
         // Nothing changed: only the marker (never sent: the digests are equal).
         assert_eq!(element_diff(&new, &new), ElementDiff::default());
+    }
+
+    #[test]
+    fn the_element_text_diffs_and_digests_like_the_lines_and_a_foreign_text_is_refused() {
+        let before = small();
+        let mut after = small();
+        after
+            .peers
+            .insert("erin".parse().unwrap(), peer("192.168.100.9", 9));
+        after
+            .peers
+            .remove(&"bob".parse::<crate::PeerName>().unwrap());
+        let (old, new) = (
+            element_lines(&before, today()),
+            element_lines(&after, today()),
+        );
+        let (old_t, new_t) = (
+            element_text(&before, today()),
+            element_text(&after, today()),
+        );
+        assert_eq!(old_t, lines_text(&old));
+        assert_eq!(text_digest(&old_t), elements_digest(&old));
+        assert_eq!(
+            ruleset_digest_with(&after, today(), &Options::default(), &new_t),
+            ruleset_digest(&after, today(), &Options::default())
+        );
+        for (o, n) in [(&old, &new), (&new, &old), (&old, &old)] {
+            assert_eq!(
+                text_diff(&lines_text(o), &lines_text(n)),
+                Some(element_diff(o, n))
+            );
+        }
+        let empty = BTreeSet::new();
+        assert_eq!(text_diff("", &new_t), Some(element_diff(&empty, &new)));
+        assert_eq!(text_diff(&new_t, ""), Some(element_diff(&new, &empty)));
+        // Not as lines_text writes it: out of order, a line twice, cut short (no final newline).
+        let swapped: String = new_t.lines().rev().map(|l| format!("{l}\n")).collect();
+        let twice = format!("{new_t}{}\n", new_t.lines().last().unwrap());
+        let cut = &new_t[..new_t.len() - 3];
+        for bad in [swapped.as_str(), twice.as_str(), cut] {
+            assert_eq!(text_diff(bad, &new_t), None, "{bad}");
+            assert_eq!(text_diff(&new_t, bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use wgadm_core::firewall::{
-    digest, element_diff, element_lines, element_update, gate_rule, lines_text, replacing, ruleset,
-    ruleset_digest, shape, Counter, Options, DENY_DROPS_SET, DIGEST_SET, GATE_MARK,
+    digest, element_text, element_update, gate_rule, replacing, ruleset, ruleset_digest_with,
+    shape, text_diff, text_digest, Counter, Options, DENY_DROPS_SET, DIGEST_SET, GATE_MARK,
     GATE_RULE_PRIORITY, TABLE_FAMILY, TABLE_NAME,
 };
 use wgadm_core::{Date, State};
@@ -488,8 +488,9 @@ impl Nft {
         options: &Options,
         loaded: Option<&str>,
     ) -> Result<Put, FirewallError> {
-        let wanted = ruleset_digest(state, today, options);
-        self.put_digest(state, today, options, loaded, &wanted)
+        let new = element_text(state, today);
+        let wanted = ruleset_digest_with(state, today, options, &new);
+        self.put_text(state, today, options, loaded, &wanted, &new)
     }
 
     /// [`Nft::put`] for a caller that has the digest of the wanted ruleset already (`wanted`,
@@ -502,18 +503,37 @@ impl Nft {
         loaded: Option<&str>,
         wanted: &str,
     ) -> Result<Put, FirewallError> {
+        if loaded == Some(wanted) {
+            return Ok(Put::Unchanged);
+        }
+        let new = element_text(state, today);
+        self.put_text(state, today, options, loaded, wanted, &new)
+    }
+
+    /// [`Nft::put_digest`] for a caller that has the element text of the same state and day
+    /// too (`new`, from `element_text`, whose digest `wanted` carries): the peers' elements
+    /// are worked out once per apply, and diffed as text against the kept copy of those in
+    /// force.
+    pub fn put_text(
+        &self,
+        state: &State,
+        today: Date,
+        options: &Options,
+        loaded: Option<&str>,
+        wanted: &str,
+        new: &str,
+    ) -> Result<Put, FirewallError> {
         let wanted = wanted.to_owned();
         if loaded == Some(wanted.as_str()) {
             return Ok(Put::Unchanged);
         }
-        let new = element_lines(state, today);
-        if let Some(old) = loaded
+        if let Some(diff) = loaded
             .filter(|l| shape(l) == shape(&wanted))
             .and_then(|l| self.recall(l))
+            .and_then(|old| text_diff(&old, new))
         {
-            let diff = element_diff(&old, &new);
             if self.load(&element_update(&diff, &wanted)).is_ok() {
-                self.remember(&wanted, &new);
+                self.remember(&wanted, new);
                 return Ok(Put::Elements {
                     added: diff.added.len(),
                     removed: diff.removed.len(),
@@ -530,7 +550,7 @@ impl Nft {
             ..options.clone()
         };
         self.replace(&ruleset(state, today, &options), loaded.is_some())?;
-        self.remember(&wanted, &new);
+        self.remember(&wanted, new);
         Ok(Put::Table)
     }
 
@@ -564,19 +584,18 @@ impl Nft {
             .then(|| self.elements_dir.join(elements))
     }
 
-    /// The element lines loaded under `digest`, when they were kept and still match it.
-    fn recall(&self, digest: &str) -> Option<std::collections::BTreeSet<String>> {
+    /// The element text loaded under `digest`, when it was kept and still matches it.
+    fn recall(&self, digest: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.elements_file(digest)?).ok()?;
-        let lines: std::collections::BTreeSet<String> = text.lines().map(str::to_owned).collect();
         // The file is named by the digest of its content: a torn or altered file is not used.
+        // Hashed as read, without splitting it into lines first (thousands of them).
         let (_, elements) = digest.split_once('-')?;
-        let check = wgadm_core::firewall::elements_digest(&lines);
-        (check == elements).then_some(lines)
+        (text_digest(&text) == elements).then_some(text)
     }
 
-    /// Keeps the element lines of the ruleset just put in force. Best effort: without the
+    /// Keeps the element text of the ruleset just put in force. Best effort: without the
     /// file the next change replaces the table, which is correct, only slower.
-    fn remember(&self, digest: &str, lines: &std::collections::BTreeSet<String>) {
+    fn remember(&self, digest: &str, text: &str) {
         let Some(path) = self.elements_file(digest) else {
             return;
         };
@@ -598,7 +617,7 @@ impl Nft {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .and_then(|mut f| f.write_all(lines_text(lines).as_bytes()));
+            .and_then(|mut f| f.write_all(text.as_bytes()));
         if written.is_ok() && std::fs::rename(&tmp, &path).is_ok() {
             // Older files are no longer wanted: drop those unused for ten minutes (another
             // table in another network namespace may still use a recent one).

@@ -786,6 +786,26 @@ fn peer_changes_update_the_elements_in_place_and_shape_changes_replace_the_table
         })
     );
 
+    // A torn kept copy of the elements in force (cut short): its content no longer matches
+    // its name, so it is not diffed against; the table is replaced instead, and what is in
+    // force is still exactly the state's.
+    let now = loaded(&nft).unwrap();
+    let kept = cache.path().join(now.split_once('-').unwrap().1);
+    let text = std::fs::read_to_string(&kept).unwrap();
+    std::fs::write(&kept, &text[..text.len() / 2]).unwrap();
+    state.peers.remove(&"peer00007".parse().unwrap());
+    assert_eq!(
+        nft.put(&state, today(), &base, Some(&now)).unwrap(),
+        Put::Table
+    );
+    assert_eq!(loaded(&nft).as_deref(), Some(wanted(&state).as_str()));
+    fresh
+        .nft()
+        .with_elements_dir(cache.path().join("fresh"))
+        .put(&state, today(), &base, None)
+        .unwrap();
+    assert_eq!(elements_in_force(&ns), elements_in_force(&fresh));
+
     // An element deleted by hand: the in-place change is refused as a whole and the table
     // is replaced instead, so what is in force is still exactly the state's.
     ns.run(&[

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 
 use serde::Serialize;
-use wgadm_core::firewall::{digest, ruleset, ruleset_digest};
+use wgadm_core::firewall::{digest, element_text, ruleset, ruleset_digest_with};
 use wgadm_core::plan::{plan, Desired, Plan, Summary};
 
 use super::render::{load_checked, preshared_keys};
@@ -157,7 +157,10 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
     t.mark("preflight");
     // Only the digest of the wanted ruleset: the whole script (thousands of elements) is
     // rendered only when it is loaded as a table or shown (--dry-run).
-    let wanted = ruleset_digest(&state, ctx.today, &firewall_options());
+    // The peers' elements are worked out once: for the digest here, and to diff against those
+    // in force when they change in place.
+    let elements = element_text(&state, ctx.today);
+    let wanted = ruleset_digest_with(&state, ctx.today, &firewall_options(), &elements);
     t.mark("digest");
     let path = backend.config_path(iface);
     let config_written = std::fs::read(&path).map_or(true, |old| old != text.as_bytes());
@@ -249,12 +252,13 @@ pub fn apply_locked(ctx: &Ctx, dry_run: bool) -> Result<Outcome> {
         // Only the peers' elements changed: they change in place (one transaction); else the
         // table is replaced, per-peer drop counters carried over.
         let put = nft
-            .put_digest(
+            .put_text(
                 &state,
                 ctx.today,
                 &firewall_options(),
                 loaded.as_deref(),
                 &wanted,
+                &elements,
             )
             .inspect_err(|_| {
                 firewall::close_gate_if_absent(nft, iface.as_str());
