@@ -60,7 +60,7 @@ for t in $targets; do
   [[ " ${cargo_args[*]} " == *" -p $pkg "* ]] || cargo_args+=(-p "$pkg")
   cargo_args+=(--test "$t")
 done
-log "building ${targets//$'\n'/, } and wgadm"
+log "building ${targets:+${targets//$'\n'/, } and }wgadm"
 cargo "${cargo_args[@]}" >"$tmp/cargo.json" 2>"$tmp/cargo.err" || {
   cat "$tmp/cargo.err" >&2
   exit 1
