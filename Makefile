@@ -64,6 +64,12 @@ test-netbox: setup
 test-vm: setup
 	bash tests/vm/run.sh
 
+# scripts/bench-lab.sh in that VM on the kernel's WireGuard (tests/vm/bench.list); not in `make
+# test` or `make bench`. Numbers, no pass/fail on time; under TCG only the ratios count.
+.PHONY: bench-vm
+bench-vm: setup
+	WGADM_VM_LIST=tests/vm/bench.list bash tests/vm/run.sh
+
 # community.proxmox's site.yml run against a schema-checked Proxmox VE API stand-in backed by
 # real LXC (tests/pve/README.md).
 test-pve: setup

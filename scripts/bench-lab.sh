@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# wgadm against a live wireguard-go interface (issue 3's benchmark). Prints a table of numbers:
+# wgadm against a live WireGuard interface, wireguard-go (issue 3's benchmark) or the kernel's in
+# the VM (tests/vm/bench.list, issue 11). Prints a table of numbers:
 #   1. `wgadm apply` of 250 new peers onto a running interface, next to `wg syncconf` making the
 #      same change on a twin interface;
 #   2. a one-peer change (one peer added) with 250 and with 5,000 peers configured, the same way,
@@ -28,7 +29,11 @@ shopt -s inherit_errexit
 self=$(realpath "$0") # run again inside the lab, from the repository's root
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
-for tool in ip wg wg-quick wireguard-go nft iperf3 ping ss python3; do
+# WGADM_LAB_KERNEL=1 (the VM, tests/vm/payload/bench.sh): the kernel's WireGuard, no wireguard-go.
+kernel=${WGADM_LAB_KERNEL:-0}
+tools=(ip wg wg-quick nft iperf3 ping ss python3)
+[ "$kernel" = 1 ] || tools+=(wireguard-go)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "bench-lab: $tool is missing: run scripts/setup.sh" >&2; exit 1; }
 done
 runs=${RUNS:-7} runs_big=${RUNS_BIG:-5} runs_up=${RUNS_UP:-5} iperf_seconds=${IPERF_SECONDS:-5}
@@ -273,8 +278,13 @@ all250=$(stripped "$state" "all-$if_srv")
 
 cpus=$(nproc)
 read -r load _ </proc/loadavg
+if [ "$kernel" = 1 ]; then
+  wg_impl="the kernel's WireGuard module $(cat /sys/module/wireguard/version 2>/dev/null)"
+else
+  wg_impl=$(wireguard-go --version | awk 'NR == 1 { print $1, $2 }')
+fi
 printf 'wgadm lab benchmark: %s, %s, kernel %s, %s CPUs, load average %s at start\n' \
-  "$(wireguard-go --version | awk 'NR == 1 { print $1, $2 }')" "$(nft --version | awk '{ print $1, $2 }')" \
+  "$wg_impl" "$(nft --version | awk '{ print $1, $2 }')" \
   "$(uname -r)" "$cpus" "$load"
 echo "Times: median wall time of each command, from its start to its exit, inside the namespace."
 echo "wgadm apply always includes reading the state and the device, writing the wg-quick config"
@@ -344,7 +354,7 @@ for _ in $(seq "$runs_up"); do
   in_ns "$ns_cli" wg-quick down "$client_conf" 2>/dev/null
 done
 t_first=$(median "${pings[@]}")
-row "wg-quick up alone (starts wireguard-go, addresses, routes)" "$runs_up" "$(ms "$(median "${ups[@]}")") ms"
+row "wg-quick up alone (the link or wireguard-go, addresses, routes)" "$runs_up" "$(ms "$(median "${ups[@]}")") ms"
 row "wg-quick up until the first answered ping of 192.168.100.1" "$runs_up" "$(ms "$t_first") ms" \
   "(min $(ms "$(printf '%s\n' "${pings[@]}" | sort -n | head -1)"), max $(ms "$(printf '%s\n' "${pings[@]}" | sort -n | tail -1)"); target < 5000 ms)"
 
@@ -390,7 +400,7 @@ printf '   %-44s %8s %10s %10s %10s\n' "" "Mbit/s" "RTT avg" "median" "max ms"
 printf '   %-44s %8s %10s %10s %10s\n' "server over the plain veth (198.51.100.1)" "$bw_veth" "$rtt_veth" "$med_veth" "$max_veth"
 printf '   %-44s %8s %10s %10s %10s\n' "server's VPN address (192.168.100.1)" "$bw_tun" "$rtt_tun" "$med_tun" "$max_tun"
 printf '   %-44s %8s %10s %10s %10s\n' "management host (192.168.1.10), forwarded" "$bw_mgmt" "$rtt_mgmt" "$med_mgmt" "$max_mgmt"
-echo "   (through the tunnel: wireguard-go at both ends; to the management host also the server's"
+echo "   (through the tunnel: $wg_impl at both ends; to the management host also the server's"
 echo "   forwarding through table inet wgadm and its masquerade)"
 
 # The same forwarded path with the table holding 5,000 more peers' elements (10.77.x, as the big
@@ -432,7 +442,8 @@ row "ratio forwarded throughput with the 5,000-peer table / no table" "" "$ratio
 in_ns "$ns_cli" wg-quick down "$client_conf" 2>/dev/null
 
 heading "5. wgadm daemon at 5,000 peers: its poll (device read, join, snapshot) and memory"
-# It reads the device through wgadm's device layer (UAPI here: wireguard-go), no process per poll.
+# It reads the device through wgadm's device layer (UAPI on wireguard-go, generic netlink on the
+# kernel), no process per poll.
 # Started by `ip netns exec` itself (it execs wgadm), so $! is the daemon's own PID.
 ip netns exec "$ns_big" "$wgadm" --state "$big" daemon --interval 0.2 --snapshot "$work/snap.json" \
   --metrics-listen off >"$work/daemon.log" 2>&1 &

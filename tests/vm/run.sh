@@ -9,7 +9,8 @@
 #   WGADM_VM_ACCEL    tcg (default) or kvm, where /dev/kvm can run a stock kernel
 #   WGADM_VM_TIMEOUT  seconds before the VM is killed (default 1800)
 #   WGADM_VM_CACHE    image cache (default /var/cache/wgadm-test/vm)
-#   WGADM_VM_LIST     the test list (default tests/vm/tests.list)
+#   WGADM_VM_LIST     the test list (default tests/vm/tests.list; tests/vm/bench.list: the
+#                     benchmark, `make bench-vm`, its table printed at the end)
 # Results (per-test logs, summary, console, kernel-facts.txt): $CARGO_TARGET_DIR/vm-lab/.
 set -euo pipefail
 
@@ -59,7 +60,7 @@ for t in $targets; do
   [[ " ${cargo_args[*]} " == *" -p $pkg "* ]] || cargo_args+=(-p "$pkg")
   cargo_args+=(--test "$t")
 done
-log "building ${targets//$'\n'/, } and wgadm"
+log "building ${targets:+${targets//$'\n'/, } and }wgadm"
 cargo "${cargo_args[@]}" >"$tmp/cargo.json" 2>"$tmp/cargo.err" || {
   cat "$tmp/cargo.err" >&2
   exit 1
@@ -91,6 +92,14 @@ with open(os.path.join(payload, "env"), "w") as f:
     f.write(f"WGADM_HOST_BIN={wgadm}\n")
 PY
 cp "$here"/payload/* "$payload/"
+# The benchmark (bench.list) runs scripts/bench-lab.sh with release builds, as `make bench` does.
+if awk '!/^#/ && $2 == "script" && $3 == "bench.sh" { found = 1 } END { exit !found }' "$list"; then
+  log "building wgadm and wgadm-lab (release) for bench.sh"
+  cargo build --release --locked --quiet -p wgadm --bin wgadm -p wgadm-lab --bin wgadm-lab
+  mkdir -p "$payload/release"
+  for b in wgadm wgadm-lab; do strip --strip-debug -o "$payload/release/$b" "$target_dir/release/$b"; done
+  cp "$repo/scripts/bench-lab.sh" "$payload/"
+fi
 cp "$list" "$payload/tests.list"
 cp "$repo"/packaging/*.service "$repo"/packaging/*.conf "$payload/packaging/"
 tar -cf "$tmp/payload.tar" -C "$payload" .
@@ -144,6 +153,7 @@ if [ -z "$rc" ]; then
   exit 1
 fi
 cat "$out/summary" >&2 || true
+[ ! -s "$out/bench.txt" ] || cat "$out/bench.txt"
 if [ "$rc" != 0 ]; then
   log "FAILED (exit $rc): logs in $out"
   exit 1
