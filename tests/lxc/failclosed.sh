@@ -141,6 +141,14 @@ in_force() { ct python3 -c 'import json,sys; sys.exit(0 if json.load(open("/run/
 t_refused_boot() {
   printf '#!/bin/sh\nfor a in "$@"; do [ "$a" = -f ] && { echo "Error: Could not process rule: No such file or directory" >&2; exit 1; }; done\nexec /usr/sbin/nft "$@"\n' |
     lxcrig_ct_write usr/local/sbin/nft 755
+  # wgadm reaches nftables through libnftables in-process, which a fake program cannot refuse
+  # for: WGADM_NFT makes the firewall unit and the daemon run the refusing program instead.
+  # (That both ways a refusal is the same error is firewall_nft.rs's job.)
+  for unit in wgadm-firewall wgadm; do
+    ct mkdir -p "/etc/systemd/system/$unit.service.d"
+    printf '[Service]\nEnvironment=WGADM_NFT=/usr/local/sbin/nft\n' |
+      lxcrig_ct_write "etc/systemd/system/$unit.service.d/zz-refusing-nft.conf" 644
+  done
   reset
   lxcrig_restart "$name" 2>&3
   poll 60 ct systemctl is-failed -q wgadm-firewall.service
@@ -159,7 +167,8 @@ t_refused_boot() {
 check "boot with an nft that refuses: the interface forwards nothing, the daemon says so" t_refused_boot
 
 t_normal_boot() {
-  ct rm /usr/local/sbin/nft
+  ct rm /usr/local/sbin/nft /etc/systemd/system/wgadm-firewall.service.d/zz-refusing-nft.conf \
+    /etc/systemd/system/wgadm.service.d/zz-refusing-nft.conf
   reset
   lxcrig_restart "$name" 2>&3
   poll 60 ct systemctl is-active -q wgadm-firewall.service wg-quick@wg0.service wgadm.service

@@ -516,12 +516,27 @@ impl Guard {
 
     /// The table in force is the wanted one: make sure the gate is open.
     fn in_force(&mut self, iface: &str, logger: &Logger) -> Result<(), String> {
+        if self.missing_since.is_none() && lock(&self.shared.closed_at).is_some() {
+            // The watcher shut forwarding for a table that someone else put back before this
+            // check (wgadm-firewall.service restarts with nftables.service; a wgadm command):
+            // the window happened all the same, and the log says so.
+            self.shut(
+                iface,
+                logger,
+                "firewall_missing",
+                "table inet wgadm was gone (put back by another before the daemon's check)",
+            );
+        }
         firewall::switch_on(iface).map_err(|e| e.to_string())?;
-        if self.missing_since.take().is_some() {
+        if let Some(since) = self.missing_since.take() {
+            let window = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
             logger.line(
                 Level::Warn,
                 "firewall_restored",
-                &[("detail", "table inet wgadm is in force again".into())],
+                &[
+                    ("window_ms", window.into()),
+                    ("detail", "table inet wgadm is in force again".into()),
+                ],
             );
         }
         *lock(&self.shared.closed_at) = None;
