@@ -319,34 +319,7 @@ mod tests {
             text
         };
         assert!(get("/metrics").starts_with("HTTP/1.1 503"));
-        let status = wgadm_core::status::Status {
-            interface: "wg0".into(),
-            up: true,
-            listen_port: Some(51820),
-            peers_total: 0,
-            peers_connected: 0,
-            peers: vec![],
-        };
-        let snap = wgadm_core::snapshot::snapshot(
-            status,
-            1,
-            wgadm_core::snapshot::DaemonInfo {
-                pid: 1,
-                started_at: 1,
-                interval: 5.0,
-                version: "x".into(),
-                polls: 1,
-                poll_errors: 0,
-                state_errors: 0,
-                snapshot_errors: 0,
-                last_poll_seconds: 0.0,
-                poll_seconds_total: 0.0,
-            },
-            4,
-            vec![],
-            180,
-            Default::default(),
-        );
+        let snap = crate::snapshot::tests::snapshot_with_refused(4);
         *latest.lock().unwrap() = Some(Arc::new(snap));
         let text = get("/metrics");
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");

@@ -156,10 +156,16 @@ pub fn read(path: &Path) -> Result<(Snapshot, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn snap() -> Snapshot {
+        snapshot_with_refused(0)
+    }
+
+    /// An idle daemon's snapshot of an empty wg0 with `refused_total` refused handshakes
+    /// (shared with the metrics tests).
+    pub(crate) fn snapshot_with_refused(refused_total: u64) -> Snapshot {
         let status = wgadm_core::status::Status {
             interface: "wg0".into(),
             up: true,
@@ -183,7 +189,7 @@ mod tests {
                 last_poll_seconds: 0.0,
                 poll_seconds_total: 0.0,
             },
-            0,
+            refused_total,
             vec![],
             180,
             Default::default(),
